@@ -1,0 +1,43 @@
+# rerankd — the commands a developer and CI use. Everything installs into .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install system-deps serve test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0   # the CPU build; first, so nothing pulls a CUDA one
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Servers the integration tests start themselves (Redis, nginx): from Debian's packages.
+system-deps:
+	@if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server nginx >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server nginx >/dev/null; fi; \
+	fi
+
+serve: install
+	$(VENV)/bin/rerankd serve
+
+test: install system-deps
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Tools for tests and benchmarks: models built locally, since no hub is needed to run them."""

@@ -1,0 +1,53 @@
+"""The small interface every model backend implements, and the padded batch it consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rerankd.engine.tokenize import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class PaddedBatch:
+    """Sequences padded to the batch's own longest one (never to `max_length`)."""
+
+    input_ids: np.ndarray  # int64 [batch, longest]
+    attention_mask: np.ndarray  # int64 [batch, longest]
+    token_type_ids: np.ndarray  # int64 [batch, longest]
+
+    @classmethod
+    def pad(cls, sequences: list[Sequence], pad_id: int) -> PaddedBatch:
+        longest = max(len(s) for s in sequences)
+        shape = (len(sequences), longest)
+        input_ids = np.full(shape, pad_id, dtype=np.int64)
+        attention_mask = np.zeros(shape, dtype=np.int64)
+        token_type_ids = np.zeros(shape, dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            n = len(seq)
+            input_ids[row, :n] = seq.input_ids
+            attention_mask[row, :n] = 1
+            token_type_ids[row, :n] = seq.type_ids
+        return cls(input_ids, attention_mask, token_type_ids)
+
+    @property
+    def padded_tokens(self) -> int:
+        return int(self.input_ids.size)
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+class Backend(Protocol):
+    """Runs the model on a padded batch.
+
+    Returns one relevance logit per row for a cross-encoder (shape [batch]) or one unit-length
+    embedding per row for a bi-encoder (shape [batch, dim]), as float32 on the host.
+    """
+
+    description: str
+
+    def run(self, batch: PaddedBatch) -> np.ndarray: ...

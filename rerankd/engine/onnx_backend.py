@@ -1,0 +1,182 @@
+"""ONNX Runtime backend: the CPU fast path (fp32, or int8 with dynamic quantization).
+
+The model is exported once from the Hugging Face weights, graph-optimized with ONNX Runtime's
+transformer fusions, optionally quantized, and cached on disk under a key made from the
+weights' revision and the export settings, so every later start only opens the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from rerankd.engine.backend import PaddedBatch
+from rerankd.engine.options import EngineOptions
+from rerankd.models import ResolvedModel
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = 1  # bump when the exported graph changes, so old cache entries are not reused
+OPSET = 17
+Progress = Callable[[str], None]
+
+
+def cache_entry(model: ResolvedModel, options: EngineOptions) -> Path:
+    """The cache folder of one model's export: named for humans, keyed by content."""
+    key = json.dumps(
+        {
+            "revision": model.revision,
+            "kind": model.kind.value,
+            "format": EXPORT_FORMAT,
+            "opset": OPSET,
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    label = re.sub(r"[^A-Za-z0-9._-]+", "-", model.name).strip("-") or "model"
+    return options.cache_dir / "onnx" / f"{label}-{digest}"
+
+
+def ensure_exported(
+    model: ResolvedModel,
+    options: EngineOptions,
+    uses_type_ids: bool,
+    progress: Progress | None = None,
+) -> Path:
+    """The path of the ONNX file for `options.dtype`, exporting and quantizing if not cached."""
+    step = progress or (lambda message: None)
+    entry = cache_entry(model, options)
+    fp32 = entry / "model.onnx"
+    if not fp32.is_file():
+        step("exporting to ONNX")
+        _export(model, entry, uses_type_ids)
+    if options.dtype != "int8":
+        return fp32
+    int8 = entry / "model.int8.onnx"
+    if not int8.is_file():
+        step("quantizing to int8")
+        _quantize(fp32, int8)
+    return int8
+
+
+class OnnxBackend:
+    def __init__(
+        self,
+        model: ResolvedModel,
+        options: EngineOptions,
+        uses_type_ids: bool,
+        progress: Progress | None = None,
+    ) -> None:
+        if options.dtype in ("float16", "bfloat16"):
+            raise ValueError(
+                "the ONNX backend runs float32 or int8; use torch for float16/bfloat16"
+            )
+        import onnxruntime as ort
+
+        path = ensure_exported(model, options, uses_type_ids, progress)
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = options.thread_count
+        session_options.inter_op_num_threads = 1
+        session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers: list[str | tuple[str, dict]] = ["CPUExecutionProvider"]
+        if options.device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("device cuda needs onnxruntime-gpu; or use --backend torch")
+            index = options.device.partition(":")[2] or "0"
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
+        self._session = ort.InferenceSession(str(path), session_options, providers=providers)
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self.description = f"onnxruntime {options.dtype} on {options.device}"
+
+    def run(self, batch: PaddedBatch) -> np.ndarray:
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = batch.token_type_ids
+        return self._session.run(None, feed)[0]
+
+
+def _export(model: ResolvedModel, entry: Path, uses_type_ids: bool) -> None:
+    import torch
+
+    from rerankd.engine.torch_backend import load_head
+
+    head = load_head(model).eval()  # eval on the top module: export restores its mode
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_type_ids else [])
+    # A padded example, so the traced graph keeps the attention-mask path.
+    example_ids = torch.full((2, 8), 5, dtype=torch.long)
+    example_mask = torch.ones((2, 8), dtype=torch.long)
+    example_mask[1, 5:] = 0
+    example = (example_ids, example_mask) + (
+        (torch.zeros_like(example_ids),) if uses_type_ids else ()
+    )
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    axes["output"] = {0: "batch"}
+    entry.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=entry) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with torch.inference_mode():
+            torch.onnx.export(
+                head,
+                example,
+                str(raw),
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        final = Path(tmp) / "model.onnx"
+        _optimize(raw, final, model)
+        os.replace(final, entry / "model.onnx")  # atomic: a concurrent reader never sees half
+    (entry / "meta.json").write_text(
+        json.dumps({"model": model.name, "source": model.source, "revision": model.revision}),
+        encoding="utf-8",
+    )
+
+
+def _optimize(raw: Path, out: Path, model: ResolvedModel) -> None:
+    """Fuse attention, layer norm and GELU with ONNX Runtime's transformer optimizer."""
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        optimized = optimize_model(
+            str(raw),
+            model_type="bert",
+            num_heads=int(model.config.get("num_attention_heads", 0)),
+            hidden_size=int(model.config.get("hidden_size", 0)),
+            opt_level=1,
+        )
+        optimized.save_model_to_file(str(out))
+    except Exception:  # noqa: BLE001 - an unfused graph is still correct, only slower
+        logger.warning(
+            "ONNX transformer optimization failed; using the plain export", exc_info=True
+        )
+        os.replace(raw, out)
+
+
+def _quantize(fp32: Path, int8: Path) -> None:
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = int8.with_suffix(".tmp.onnx")
+    quantize_dynamic(
+        str(fp32),
+        str(tmp),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        # 7-bit weights: without AVX-512 VNNI, u8 x s8 products saturate int16 accumulators,
+        # which cost 0.09 of Spearman rank agreement on our test models; this costs none.
+        reduce_range=True,
+        # Fused nodes (com.microsoft domain) defeat shape inference; their tensors are float.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
+    os.replace(tmp, int8)

@@ -1,0 +1,72 @@
+"""How a model is run: backend, precision, device, threads and sequence limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+BackendName = Literal["torch", "onnx"]
+DType = Literal["float32", "float16", "bfloat16", "int8"]
+
+_DTYPE_ALIASES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "int8": "int8",
+    "qint8": "int8",
+}
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rerankd"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Validated once, so a bad combination fails at start-up with a clear message."""
+
+    backend: BackendName = "torch"
+    dtype: DType = "float32"
+    device: str = "cpu"
+    threads: int | None = None
+    max_length: int = 512
+    query_max_length: int | None = None  # default: 3/4 of max_length, as FlagEmbedding does
+    cache_dir: Path = field(default_factory=default_cache_dir)
+
+    def __post_init__(self) -> None:
+        dtype = _DTYPE_ALIASES.get(str(self.dtype).lower())
+        if dtype is None:
+            raise ValueError(
+                f"unknown dtype {self.dtype!r}; use float32, float16, bfloat16 or int8"
+            )
+        object.__setattr__(self, "dtype", dtype)
+        if self.backend not in ("torch", "onnx"):
+            raise ValueError(f"unknown backend {self.backend!r}; use torch or onnx")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
+        if dtype in ("float16", "bfloat16") and self.device == "cpu":
+            raise ValueError(
+                f"{dtype} is refused on CPU: it is slower than float32 there and loses precision. "
+                "Use float32 (or --backend onnx --dtype int8 for speed), or a cuda device."
+            )
+        if dtype == "int8" and self.backend != "onnx":
+            raise ValueError("int8 is an ONNX Runtime mode: use --backend onnx --dtype int8")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, not {self.max_length}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, not {self.threads}")
+
+    @property
+    def query_cap(self) -> int:
+        return self.query_max_length or self.max_length * 3 // 4
+
+    @property
+    def thread_count(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))

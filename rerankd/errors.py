@@ -1,0 +1,79 @@
+"""The exceptions rerankd raises, one tree so that every layer maps them the same way.
+
+    RerankError
+    ├── InvalidInput      bad request content (HTTP 400)
+    │   └── PayloadTooLarge   too many documents or too much text (HTTP 413)
+    ├── ModelNotFound     unknown served model, or weights that cannot be resolved (HTTP 404)
+    ├── Unauthorized      missing or wrong credentials (HTTP 401)
+    ├── RateLimited       per-client rate limit hit (HTTP 429)
+    ├── Overloaded        the queue is full (HTTP 429)
+    ├── NotReady          models still loading, or the server is draining (HTTP 503)
+    ├── RequestTimeout    the request waited longer than its deadline (HTTP 503)
+    └── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+
+`InvalidInput` is also a `ValueError`, so in-process callers can catch the usual type.
+"""
+
+from __future__ import annotations
+
+
+class RerankError(Exception):
+    """Base class; `status` and `type` tell the HTTP layer how to render it."""
+
+    status: int = 500
+    type: str = "internal_error"
+    retry_after: float | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(RerankError, ValueError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(InvalidInput):
+    status = 413
+    type = "payload_too_large"
+
+
+class ModelNotFound(RerankError, LookupError):
+    status = 404
+    type = "model_not_found"
+
+
+class Unauthorized(RerankError):
+    status = 401
+    type = "authentication_error"
+
+
+class RateLimited(RerankError):
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(RateLimited):
+    type = "overloaded_error"
+
+
+class NotReady(RerankError):
+    status = 503
+    type = "not_ready"
+    retry_after = 1.0
+
+
+class RequestTimeout(RerankError):
+    status = 503
+    type = "timeout_error"
+    retry_after = 1.0
+
+
+class BackendFailed(RerankError):
+    status = 500
+    type = "backend_error"

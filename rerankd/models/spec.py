@@ -1,0 +1,71 @@
+"""What a served model is, before and after its weights are found on disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+BUILTIN_NAMES = frozenset({"builtin", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+
+class ModelKind(str, Enum):
+    """How a model turns text into a relevance score."""
+
+    CROSS_ENCODER = "cross-encoder"  # (query, document) -> one logit; score = sigmoid(logit)
+    BI_ENCODER = "bi-encoder"  # text -> embedding; score = (cosine + 1) / 2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the user names it: a hub id, a local directory or `builtin`.
+
+    `served_name` is what API clients put in the request's `model` field.
+    """
+
+    source: str
+    served_name: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """Parse `SOURCE`, `SOURCE=NAME` or `SOURCE@REVISION=NAME` from the command line."""
+        text = text.strip()
+        if not text:
+            raise ValueError("a model spec may not be empty")
+        source, _, name = text.partition("=")
+        source, _, revision = source.partition("@")
+        return cls(
+            source=source.strip(), served_name=name.strip() or None, revision=revision or None
+        )
+
+    @property
+    def name(self) -> str:
+        if self.served_name:
+            return self.served_name
+        if self.source in BUILTIN_NAMES:
+            return "builtin"
+        path = Path(self.source)
+        return path.name if path.is_dir() else self.source
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model whose files are on local disk, with the revision that identifies its weights."""
+
+    name: str
+    source: str
+    path: Path
+    revision: str
+    kind: ModelKind
+    config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the model's position embeddings allow."""
+        positions = int(self.config.get("max_position_embeddings", 512))
+        # RoBERTa-family models reserve padding_idx + 1 positions.
+        if self.config.get("model_type") in {"xlm-roberta", "roberta", "camembert"}:
+            positions -= int(self.config.get("pad_token_id", 1)) + 1
+        return positions

@@ -1,0 +1,111 @@
+"""The in-process API: load a model once, score pairs and rerank documents, no server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from rerankd.batching import cut_batches
+from rerankd.engine import Engine, EngineOptions, LongDocPolicy, Sequence, load_engine
+from rerankd.errors import InvalidInput
+from rerankd.models import ModelSpec
+from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
+
+
+class Reranker:
+    """A loaded reranker.
+
+    >>> reranker = Reranker("builtin")
+    >>> reranker.rerank("capital of France", ["Paris is in France.", "Bananas are yellow."])[0].index
+    0
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "builtin",
+        *,
+        backend: str = "torch",
+        dtype: str = "float32",
+        device: str = "cpu",
+        max_length: int = 512,
+        threads: int | None = None,
+        max_batch_tokens: int = 16384,
+        cache_dir: Path | None = None,
+    ) -> None:
+        extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
+        options = EngineOptions(
+            backend=backend,  # type: ignore[arg-type]
+            dtype=dtype,  # type: ignore[arg-type]
+            device=device,
+            max_length=max_length,
+            threads=threads,
+            **extra,
+        )
+        self.engine: Engine = load_engine(ModelSpec.parse(str(model)), options)
+        self.max_batch_tokens = max_batch_tokens
+
+    @property
+    def model(self) -> str:
+        return self.engine.model.name
+
+    def score(
+        self,
+        pairs: Iterable[tuple[str, str]],
+        *,
+        raw: bool = False,
+        policy: LongDocPolicy | None = None,
+    ) -> np.ndarray:
+        """One score per (query, document) pair, in the order given."""
+        pairs = list(pairs)
+        if not pairs:
+            return np.empty((0,), dtype=np.float64)
+        scores = np.empty(len(pairs), dtype=np.float64)
+        by_query: dict[str, list[int]] = {}
+        for position, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InvalidInput(f"pairs[{position}] must be a (query, document) pair")
+            by_query.setdefault(pair[0], []).append(position)
+        for query, positions in by_query.items():
+            documents = [pairs[p][1] for p in positions]
+            scores[positions] = self._scores(query, documents, raw, policy or LongDocPolicy())
+        return scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        top_n: int | None = None,
+        *,
+        raw: bool = False,
+        policy: LongDocPolicy | None = None,
+    ) -> list[RankedDocument]:
+        """The documents ordered by relevance to the query, best first."""
+        query, documents = check_inputs(query, documents)
+        top = check_top_n(top_n, len(documents))
+        scores = self._scores(query, documents, raw, policy or LongDocPolicy())
+        return rank(scores, documents, top)
+
+    def _scores(
+        self, query: str, documents: list[str], raw: bool, policy: LongDocPolicy
+    ) -> np.ndarray:
+        query, documents = check_inputs(query, documents)
+        plan = self.engine.plan(query, documents, policy)
+        outputs = self._run_sorted(plan.sequences)
+        scores = plan.combine(outputs)
+        return scores if raw else self.engine.normalize(scores)
+
+    def _run_sorted(self, sequences: list[Sequence]) -> np.ndarray:
+        """Length-sorted token-budget batches, outputs put back in the caller's order."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        lengths = [len(sequences[i]) for i in order]
+        outputs: np.ndarray | None = None
+        for batch in cut_batches(lengths, self.max_batch_tokens, max_batch_size=256):
+            rows = [order[i] for i in batch]
+            result = self.engine.run([sequences[r] for r in rows])
+            if outputs is None:
+                outputs = np.empty((len(sequences), *result.shape[1:]), dtype=result.dtype)
+            outputs[rows] = result
+        assert outputs is not None
+        return outputs
