@@ -55,7 +55,9 @@ def run_server(
     command = [sys.executable, "-m", "rerankd", "serve", "--host", "127.0.0.1", "--port", str(port)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     with log.open("wb") as sink:
-        process = subprocess.Popen([*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=full_env)
+        process = subprocess.Popen(
+            [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=full_env
+        )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
     try:
         if wait_ready:

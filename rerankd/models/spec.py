@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 BUILTIN_NAMES = frozenset({"builtin", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 
 
-class ModelKind(str, Enum):
+class ModelKind(StrEnum):
     """How a model turns text into a relevance score."""
 
     CROSS_ENCODER = "cross-encoder"  # (query, document) -> one logit; score = sigmoid(logit)

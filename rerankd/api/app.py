@@ -1,0 +1,120 @@
+"""`create_app(settings)`: the FastAPI application, its middleware and its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import rerankd
+from rerankd.api import cohere, errors, native, ops
+from rerankd.api.body import BODY_MODELS
+from rerankd.api.middleware import RequestGuard
+from rerankd.api.security import Authenticator, RateLimiter
+from rerankd.config import Settings
+from rerankd.errors import RerankError
+from rerankd.service import RerankService
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    service: RerankService | None = None,
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the app. Models load in the background: /health says 503 until they are ready."""
+    service = service or RerankService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(_load(app, service, on_fatal))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await service.close()
+
+    app = FastAPI(
+        title="rerankd",
+        version=rerankd.__version__,
+        summary="Reranking server for cross-encoders: native, TEI, Cohere, Jina and Xinference APIs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.draining = False
+    app.state.load_error = None
+
+    app.include_router(native.router)
+    app.include_router(cohere.router)
+    app.include_router(ops.router)
+
+    app.add_exception_handler(RerankError, errors.rerank_error_handler)
+    app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error_handler)
+    app.add_exception_handler(Exception, errors.unexpected_error_handler)
+
+    app.add_middleware(
+        RequestGuard,
+        settings=settings,
+        metrics=service.metrics,
+        is_draining=lambda: bool(app.state.draining),
+        authenticator=Authenticator(settings) if settings.auth_enabled else None,
+        rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
+        if settings.rate_limit
+        else None,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+        )
+    _document_bodies(app)
+    return app
+
+
+async def _load(
+    app: FastAPI, service: RerankService, on_fatal: Callable[[BaseException], None] | None
+) -> None:
+    try:
+        await asyncio.to_thread(service.load)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported, then the server stops
+        app.state.load_error = exc
+        logger.error("could not load models: %s", exc)
+        if on_fatal is not None:
+            on_fatal(exc)
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Add the hand-parsed request bodies' schemas to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        _, definitions = models_json_schema(
+            [(model, "validation") for model in BODY_MODELS],
+            ref_template="#/components/schemas/{model}",
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            definitions.get("$defs", {})
+        )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

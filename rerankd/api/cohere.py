@@ -1,0 +1,119 @@
+"""The Cohere rerank dialect, which Jina, Xinference and vLLM also speak: `/v1/rerank`, `/v2/rerank`."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from rerankd.api import state
+from rerankd.api.body import body_schema, read_json, validate
+from rerankd.api.errors import ERROR_RESPONSES
+from rerankd.service import RerankRequest
+
+router = APIRouter(tags=["rerank"])
+
+
+class TextDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    text: StrictStr
+
+
+class CohereRerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = Field(None, description="Served model name (default: the first).")
+    query: StrictStr
+    documents: list[StrictStr | TextDocument] = Field(
+        description="Strings, or objects with a `text` field."
+    )
+    top_n: StrictInt | None = Field(
+        None, description="Best N; above the document count means all (as Cohere)."
+    )
+    return_documents: StrictBool | None = Field(
+        None, description="Include documents (default false)."
+    )
+    max_tokens_per_doc: StrictInt | None = Field(
+        None, ge=1, description="Truncate documents to this many tokens."
+    )
+    max_chunks_per_doc: StrictInt | None = Field(
+        None, ge=1, description="Split long documents into chunks (at most this many)."
+    )
+    raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+    def to_internal(self) -> RerankRequest:
+        return RerankRequest(
+            query=self.query,
+            documents=self.texts(),
+            model=self.model,
+            top_n=self.top_n,
+            clamp_top_n=True,
+            raw_scores=self.raw_scores,
+            strategy="chunk" if self.max_chunks_per_doc else None,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            max_chunks_per_doc=self.max_chunks_per_doc,
+        )
+
+
+class DocumentText(BaseModel):
+    text: str
+
+
+class CohereResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: DocumentText | None = None
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[CohereResult]
+    meta: dict
+    usage: dict
+
+
+@router.post(
+    "/v1/rerank",
+    summary="Rerank documents (Cohere / Jina / Xinference / vLLM)",
+    response_model=CohereRerankResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=body_schema(CohereRerankRequest),
+)
+@router.post(
+    "/v2/rerank",
+    summary="Rerank documents (Cohere v2 path)",
+    response_model=CohereRerankResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=body_schema(CohereRerankRequest),
+)
+async def rerank(request: Request) -> JSONResponse:
+    body = validate(CohereRerankRequest, await read_json(request))
+    request.state.model = body.model
+    request.state.documents = len(body.documents)
+    result = await state.service(request).rerank(body.to_internal())
+    request.state.tokens = result.tokens
+    return JSONResponse(
+        {
+            "id": str(uuid.uuid4()),
+            "model": result.model,
+            "results": [
+                {"index": r.index, "relevance_score": r.score, "document": {"text": r.document}}
+                if body.return_documents
+                else {"index": r.index, "relevance_score": r.score}
+                for r in result.results
+            ],
+            "meta": {
+                "api_version": {"version": "2"},
+                "billed_units": {"search_units": 1},
+                "tokens": {"input_tokens": result.tokens, "output_tokens": 0},
+            },
+            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+        }
+    )

@@ -1,0 +1,106 @@
+"""Errors as JSON, in one place: the status and body for every exception and dialect.
+
+The common body is `{"error": {"message", "type", "code"}}`; TEI clients get TEI's own
+`{"error", "error_type"}`. A 500 never carries the exception's text.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rerankd.errors import BackendFailed, RerankError
+
+logger = logging.getLogger(__name__)
+
+TEI_DIALECT = "tei"
+_TEI_TYPES = {
+    400: "Validation",
+    413: "Validation",
+    422: "Validation",
+    429: "Overloaded",
+    503: "Unhealthy",
+    404: "Validation",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class TeiErrorBody(BaseModel):
+    error: str
+    error_type: str
+
+
+def error_response(
+    request: Request, status: int, message: str, kind: str, retry_after: float | None = None
+) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+    if getattr(request.state, "dialect", None) == TEI_DIALECT:
+        body: dict = {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
+    else:
+        body = {"error": {"message": message, "type": kind, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def describe_validation_error(errors: list) -> str:
+    """Pydantic's error list as one readable sentence per problem."""
+    parts = []
+    for error in errors[:10]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return "; ".join(parts) + more
+
+
+async def rerank_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RerankError)
+    if isinstance(exc, BackendFailed):
+        logger.error("backend failure: %s", exc.__cause__ or exc)
+        return error_response(
+            request, 500, "the model backend failed; the request was not scored", exc.type
+        )
+    return error_response(request, exc.status, exc.message, exc.type, exc.retry_after)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    errors = exc.errors() if isinstance(exc, (RequestValidationError, ValidationError)) else []
+    return error_response(
+        request, 422, describe_validation_error(list(errors)), "invalid_request_error"
+    )
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(request, exc.status_code, str(exc.detail), "http_error")
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    return error_response(request, 500, "internal server error", "internal_error")
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Invalid input (empty query or documents, bad JSON)",
+        401: "Missing or wrong credentials",
+        404: "Unknown model",
+        413: "Body, document count or text over the limit",
+        422: "Wrong types or missing fields",
+        429: "Rate limited or overloaded (see Retry-After)",
+        503: "Not ready, draining, or timed out",
+    }.items()
+}

@@ -1,0 +1,217 @@
+"""The guard every request passes: request id, body limit, auth, rate limit, drain, disconnect,
+metrics and one structured log line.
+
+Written as plain ASGI (not `BaseHTTPMiddleware`) so that it can watch for a client that
+disconnects while its request waits in the queue, and cancel that request's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rerankd.api.security import Authenticator, RateLimiter, credential
+from rerankd.config import Settings
+from rerankd.errors import NotReady, PayloadTooLarge, RerankError
+from rerankd.metrics import Metrics
+
+access_log = logging.getLogger("rerankd.access")
+
+OPS_PATHS = frozenset({"/health", "/metrics", "/info"})
+PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+
+
+class RequestGuard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        metrics: Metrics,
+        is_draining: Callable[[], bool],
+        authenticator: Authenticator | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.is_draining = is_draining
+        self.authenticator = authenticator
+        self.rate_limiter = rate_limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})
+        path: str = scope["path"]
+        status = {"code": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        is_ops = path in OPS_PATHS
+        if not is_ops:
+            self.metrics.in_flight.inc()
+        try:
+            await self._guard(scope, headers, path)
+            await self._run_until_disconnect(
+                scope, self._limit_body(receive, headers), send_with_id
+            )
+        except RerankError as error:
+            await self._reject(send_with_id, error)
+        finally:
+            if not is_ops:
+                self.metrics.in_flight.dec()
+            self._record(scope, path, status["code"] or 499, started, request_id, headers)
+
+    async def _guard(self, scope: Scope, headers: dict[str, str], path: str) -> None:
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+            raise self._too_large()
+        if path in PUBLIC_PATHS or (path in OPS_PATHS and not self.settings.auth_ops):
+            return
+        if self.is_draining() and path not in OPS_PATHS:
+            raise NotReady("the server is shutting down")
+        principal = _client_address(scope)
+        if self.authenticator is not None and self.authenticator.enabled:
+            try:
+                principal = self.authenticator.authenticate(credential(headers))
+            except RerankError:
+                self.metrics.rejected.labels("unauthorized").inc()
+                raise
+        if self.rate_limiter is not None and path not in OPS_PATHS:
+            try:
+                await self.rate_limiter.check(principal)
+            except RerankError:
+                self.metrics.rejected.labels("rate_limited").inc()
+                raise
+
+    def _limit_body(self, receive: Receive, headers: dict[str, str]) -> Receive:
+        """Count body bytes as they arrive: a chunked body has no Content-Length to trust."""
+        limit = self.settings.max_body_bytes
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise self._too_large()
+            return message
+
+        return limited
+
+    async def _run_until_disconnect(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; if the client goes away after sending its body, cancel the app's work."""
+        body_done = asyncio.Event()
+        disconnected: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+
+        async def tracking_receive() -> Message:
+            if body_done.is_set():
+                return await asyncio.shield(disconnected)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not disconnected.done():
+                    disconnected.set_result(message)
+            elif not message.get("more_body", False):
+                body_done.set()
+            return message
+
+        async def watch() -> None:
+            await body_done.wait()
+            message = await receive()
+            if not disconnected.done():
+                disconnected.set_result(message)
+
+        app_task = asyncio.ensure_future(self.app(scope, tracking_receive, send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            done, _ = await asyncio.wait({app_task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if (
+                app_task not in done
+                and disconnected.done()
+                and disconnected.result()["type"] == "http.disconnect"
+            ):
+                app_task.cancel()  # the client is gone: drop its queued pairs
+            with contextlib.suppress(asyncio.CancelledError):
+                await app_task
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
+        if app_task.cancelled():
+            return
+        app_task.result()
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the body is larger than the limit of {self.settings.max_body_bytes} bytes"
+        )
+
+    async def _reject(self, send: Callable[[Message], Awaitable[None]], error: RerankError) -> None:
+        body = json.dumps(
+            {"error": {"message": error.message, "type": error.type, "code": error.status}}
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if error.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+        if error.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(
+        self,
+        scope: Scope,
+        path: str,
+        status: int,
+        started: float,
+        request_id: str,
+        headers: dict[str, str],
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        route_obj = scope.get("route")
+        route = getattr(route_obj, "path", None) or (
+            path if path in OPS_PATHS | PUBLIC_PATHS else "unmatched"
+        )
+        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.latency.labels(route).observe(elapsed)
+        state = scope.get("state", {})
+        access_log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": scope.get("method"),
+                "route": route,
+                "model": state.get("model"),
+                "documents": state.get("documents"),
+                "tokens": state.get("tokens"),
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 2),
+                "client": _client_address(scope),
+                "user_agent": headers.get("user-agent"),
+            },
+        )
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"ip:{client[0]}" if client else "ip:unknown"

@@ -1,0 +1,166 @@
+"""The native dialect: `POST /rerank` (also TEI's, when the body has `texts`) and `/batch_rerank`.
+
+The request and response of the classic FastAPI tutorial for bge-reranker-v2-m3
+(`{"query", "documents"}` -> `{"query", "results": [{"document", "score"}]}`) work as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from rerankd.api import state, tei
+from rerankd.api.body import body_schema, read_json, validate
+from rerankd.api.errors import ERROR_RESPONSES, TEI_DIALECT
+from rerankd.service import RerankRequest, RerankResult
+
+router = APIRouter(tags=["rerank"])
+
+
+class NativeRerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: StrictStr = Field(description="The search query.")
+    documents: list[StrictStr] = Field(description="Passages to rank.")
+    top_n: StrictInt | None = Field(None, description="Return only the best N (default: all).")
+    return_documents: StrictBool = Field(True, description="Include each document's text.")
+    raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
+    model: StrictStr | None = Field(None, description="Served model name (default: the first).")
+    max_tokens_per_doc: StrictInt | None = Field(
+        None, ge=1, description="Cap on tokens per document."
+    )
+    long_document_strategy: Literal["truncate", "chunk"] | None = Field(
+        None, description="truncate or chunk long documents."
+    )
+    max_chunks_per_doc: StrictInt | None = Field(
+        None, ge=1, description="Chunks per document with 'chunk'."
+    )
+
+    def to_internal(self) -> RerankRequest:
+        return RerankRequest(
+            query=self.query,
+            documents=self.documents,
+            model=self.model,
+            top_n=self.top_n,
+            raw_scores=self.raw_scores,
+            strategy=self.long_document_strategy,
+            max_tokens_per_doc=self.max_tokens_per_doc,
+            max_chunks_per_doc=self.max_chunks_per_doc,
+        )
+
+
+class NativeResult(BaseModel):
+    index: int
+    document: str | None = None
+    score: float
+
+
+class Usage(BaseModel):
+    documents: int
+    pairs: int
+    tokens: int
+    cached: int
+
+
+class NativeRerankResponse(BaseModel):
+    query: str
+    model: str
+    results: list[NativeResult]
+    usage: Usage
+
+
+def render(query: str, result: RerankResult, return_documents: bool) -> dict:
+    return {
+        "query": query,
+        "model": result.model,
+        "results": [
+            {"index": r.index, "document": r.document, "score": r.score}
+            if return_documents
+            else {"index": r.index, "score": r.score}
+            for r in result.results
+        ],
+        "usage": {
+            "documents": result.documents,
+            "pairs": result.documents,
+            "tokens": result.tokens,
+            "cached": result.cached,
+        },
+    }
+
+
+@router.post(
+    "/rerank",
+    summary="Rerank documents (native, or TEI when the body has `texts`)",
+    response_model=NativeRerankResponse | list[tei.TeiResult],
+    responses=ERROR_RESPONSES,
+    openapi_extra=body_schema(NativeRerankRequest, tei.TeiRerankRequest),
+)
+async def rerank(request: Request) -> JSONResponse:
+    data = await read_json(request)
+    if isinstance(data, dict) and "texts" in data and "documents" not in data:
+        request.state.dialect = TEI_DIALECT
+        return await tei.rerank(request, validate(tei.TeiRerankRequest, data))
+    body = validate(NativeRerankRequest, data)
+    request.state.model = body.model
+    request.state.documents = len(body.documents)
+    result = await state.service(request).rerank(body.to_internal())
+    request.state.tokens = result.tokens
+    return JSONResponse(render(body.query, result, body.return_documents))
+
+
+class BatchQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    query: StrictStr
+    documents: list[StrictStr]
+    top_n: StrictInt | None = None
+
+
+class BatchRerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    queries: list[BatchQuery] = Field(min_length=1, description="Queries, each with its documents.")
+    model: StrictStr | None = None
+    return_documents: StrictBool = True
+    raw_scores: StrictBool = False
+
+
+class BatchRerankResponse(BaseModel):
+    model: str
+    results: list[NativeRerankResponse]
+
+
+@router.post(
+    "/batch_rerank",
+    summary="Rerank several queries in one call; their pairs are batched together",
+    response_model=BatchRerankResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=body_schema(BatchRerankRequest),
+)
+async def batch_rerank(request: Request) -> JSONResponse:
+    body = validate(BatchRerankRequest, await read_json(request))
+    service = state.service(request)
+    total = sum(len(q.documents) for q in body.queries)
+    service.check_document_count(total)
+    request.state.model = body.model
+    request.state.documents = total
+    internal = [
+        RerankRequest(
+            query=q.query,
+            documents=q.documents,
+            top_n=q.top_n,
+            model=body.model,
+            raw_scores=body.raw_scores,
+        )
+        for q in body.queries
+    ]
+    results = await service.rerank_many(internal)
+    request.state.tokens = sum(r.tokens for r in results)
+    rendered = [
+        render(q.query, r, body.return_documents)
+        for q, r in zip(body.queries, results, strict=True)
+    ]
+    return JSONResponse({"model": results[0].model, "results": rendered})

@@ -1,0 +1,116 @@
+"""Who is calling (API keys, JWT) and how often they may call (rate limits)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from pathlib import Path
+
+import jwt
+
+from rerankd.config import Settings
+from rerankd.errors import RateLimited, Unauthorized
+
+logger = logging.getLogger(__name__)
+
+
+def credential(headers: dict[str, str]) -> str | None:
+    """The token from `Authorization: Bearer ...` or `X-API-Key`."""
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get("x-api-key") or None
+
+
+class Authenticator:
+    """Checks a credential against API keys (constant time) and JWTs; returns a principal."""
+
+    def __init__(self, settings: Settings) -> None:
+        keys = list(settings.api_keys)
+        if settings.api_keys_file:
+            keys += _read_keys(settings.api_keys_file)
+        self._keys = [key.encode() for key in keys if key]
+        self._jwt_keys: list[tuple[str, str]] = []
+        if settings.jwt_secret:
+            self._jwt_keys.append(("HS256", settings.jwt_secret))
+        if settings.jwt_public_key_file:
+            self._jwt_keys.append(("RS256", Path(settings.jwt_public_key_file).read_text()))
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self.enabled = bool(self._keys or self._jwt_keys)
+
+    def authenticate(self, token: str | None) -> str:
+        if not token:
+            raise Unauthorized("missing credentials: send Authorization: Bearer <key> or X-API-Key")
+        candidate = token.encode()
+        matched = False
+        for key in self._keys:  # every key is compared, so timing says nothing about which
+            matched |= hmac.compare_digest(candidate, key)
+        if matched:
+            return "key:" + hashlib.sha256(candidate).hexdigest()[:12]
+        if self._jwt_keys and token.count(".") == 2:
+            return "jwt:" + self._decode_jwt(token)
+        raise Unauthorized("invalid API key")
+
+    def _decode_jwt(self, token: str) -> str:
+        error: Exception | None = None
+        for algorithm, key in self._jwt_keys:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[algorithm],
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    options={
+                        "require": ["exp"]
+                        + (["aud"] if self._audience else [])
+                        + (["iss"] if self._issuer else [])
+                    },
+                )
+                return str(claims.get("sub", "anonymous"))
+            except jwt.PyJWTError as exc:
+                error = exc
+        raise Unauthorized(f"invalid token: {error}")
+
+
+class RateLimiter:
+    """Per-principal limits with the `limits` library; Redis storage shares them across pods."""
+
+    def __init__(self, spec: str, redis_url: str | None) -> None:
+        from limits import parse_many
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.storage import storage_from_string
+
+        self._limits = parse_many(spec)
+        if redis_url:
+            uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
+            storage = storage_from_string(uri, implementation="redispy")
+        else:
+            storage = storage_from_string("async+memory://")
+        self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        self._warned = False
+
+    async def check(self, principal: str) -> None:
+        try:
+            for limit in self._limits:
+                if not await self._limiter.hit(limit, "rerankd", principal):
+                    stats = await self._limiter.get_window_stats(limit, "rerankd", principal)
+                    retry = max(1.0, stats.reset_time - time.time())
+                    raise RateLimited(
+                        f"rate limit {limit} exceeded; retry in {retry:.0f}s", retry_after=retry
+                    )
+        except RateLimited:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a storage outage must not block traffic
+            if not self._warned:
+                logger.warning("rate-limit storage unavailable, not limiting: %s", exc)
+                self._warned = True
+
+
+def _read_keys(path: Path) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

@@ -1,0 +1,230 @@
+"""`rerankd serve | rerank | export | models`."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import signal
+import sys
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import typer
+from pydantic import ValidationError
+
+from rerankd.config import Settings
+
+app = typer.Typer(
+    help="rerankd: a reranking server for cross-encoders.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+# serve ---------------------------------------------------------------------------------------
+
+
+def _cli_type(annotation: Any) -> Any:
+    """Map a settings field type to one typer understands (Literal -> str, X | None -> X)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _cli_type(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(annotation) if a is not type(None)]
+        return _cli_type(inner[0])
+    if origin is Literal:
+        return str
+    if origin is list:
+        return list[str]
+    return annotation
+
+
+def _serve_signature() -> inspect.Signature:
+    """One option per `Settings` field, so `serve --help` always lists every setting."""
+    parameters = []
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "RERANKD_" + name.upper()
+        help_text = f"{field.description} [env: {env}]"
+        kind = _cli_type(field.annotation)
+        option = typer.Option(None, flag, help=help_text, show_default=False)
+        if kind is bool:
+            option = typer.Option(
+                None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False
+            )
+        parameters.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None
+            )
+        )
+    return inspect.Signature(parameters)
+
+
+def serve(**given: Any) -> None:
+    """Start the HTTP server. Flags override RERANKD_* environment variables."""
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"rerankd: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    from rerankd.server import run
+
+    raise typer.Exit(run(settings))
+
+
+serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
+app.command(help="Start the HTTP server (flags override RERANKD_* environment variables).")(serve)
+
+
+# rerank / export / models --------------------------------------------------------------------
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local directory, or 'builtin'.")
+]
+BackendOption = Annotated[str, typer.Option(help="torch or onnx.")]
+
+
+@app.command()
+def rerank(
+    query: Annotated[str, typer.Argument(help="The query.")],
+    documents: Annotated[list[str] | None, typer.Argument(help="Documents to rank.")] = None,
+    model: ModelOption = "builtin",
+    file: Annotated[
+        Path | None, typer.Option(help='JSONL: one {"text": ...} or string per line.')
+    ] = None,
+    top_n: Annotated[int | None, typer.Option(help="Show only the best N.")] = None,
+    backend: BackendOption = "torch",
+    dtype: Annotated[str, typer.Option(help="float32, or int8 with --backend onnx.")] = "float32",
+    max_length: Annotated[int, typer.Option(help="Longest pair in tokens.")] = 512,
+    raw: Annotated[bool, typer.Option(help="Print raw logits.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Rank documents for a query and print a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from rerankd.errors import RerankError
+    from rerankd.reranker import Reranker
+
+    texts = list(documents or [])
+    if file is not None:
+        texts += _read_jsonl(file)
+    try:
+        reranker = Reranker(model, backend=backend, dtype=dtype, max_length=max_length)
+        results = reranker.rerank(query, texts, top_n=top_n, raw=raw)
+    except (RerankError, ValueError) as exc:
+        typer.echo(f"rerankd: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [{"index": r.index, "score": r.score, "document": r.document} for r in results],
+                ensure_ascii=False,
+            )
+        )
+        return
+    table = Table(title=f"{reranker.model}: {query}")
+    table.add_column("rank", justify="right")
+    table.add_column("index", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("document")
+    for position, result in enumerate(results, start=1):
+        text = result.document if len(result.document) <= 100 else result.document[:97] + "..."
+        table.add_row(str(position), str(result.index), f"{result.score:.4f}", text)
+    Console().print(table)
+
+
+@app.command()
+def export(
+    model: ModelOption = "builtin",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also build the int8 quantized model.")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="ONNX cache (default ~/.cache/rerankd).")
+    ] = None,
+) -> None:
+    """Build the ONNX cache for a model ahead of a deployment."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from rerankd.engine import EngineOptions
+    from rerankd.engine.onnx_backend import ensure_exported
+    from rerankd.errors import RerankError
+    from rerankd.models import ModelSpec, resolve
+
+    extra = {"cache_dir": cache_dir} if cache_dir else {}
+    steps = ["resolving the model", "exporting to ONNX"] + (["quantizing to int8"] if int8 else [])
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False
+    ) as progress:
+        task = progress.add_task(steps[0], total=len(steps))
+        try:
+            resolved = resolve(ModelSpec.parse(model))
+            progress.update(task, advance=1, description=steps[1])
+            options = EngineOptions(backend="onnx", dtype="int8" if int8 else "float32", **extra)
+            uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
+
+            def step(message: str) -> None:
+                progress.update(task, description=message)
+                if message.startswith("quantizing"):
+                    progress.advance(task)
+
+            path = ensure_exported(resolved, options, uses_type_ids, step)
+        except (RerankError, ValueError) as exc:
+            typer.echo(f"rerankd: {exc}", err=True)
+            raise typer.Exit(2) from None
+        progress.update(task, completed=len(steps), description="done")
+    typer.echo(str(path))
+
+
+@app.command()
+def models(
+    model: Annotated[list[str] | None, typer.Argument(help="Model specs to resolve.")] = None,
+) -> None:
+    """Resolve model specs and print where their files are and their revision."""
+    from rerankd.errors import RerankError
+    from rerankd.models import ModelSpec, resolve
+
+    for spec in model or ["builtin"]:
+        try:
+            resolved = resolve(ModelSpec.parse(spec))
+        except RerankError as exc:
+            typer.echo(f"{spec}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(
+            json.dumps(
+                {
+                    "name": resolved.name,
+                    "path": str(resolved.path),
+                    "revision": resolved.revision,
+                    "kind": resolved.kind.value,
+                }
+            )
+        )
+
+
+def _read_jsonl(path: Path) -> list[str]:
+    texts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if isinstance(item, dict):
+            item = item.get("text", item.get("document"))
+        if not isinstance(item, str):
+            typer.echo(
+                f"rerankd: {path}:{number}: expected a string or an object with 'text'", err=True
+            )
+            raise typer.Exit(2)
+        texts.append(item)
+    return texts
+
+
+def main() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

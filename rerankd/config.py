@@ -1,0 +1,155 @@
+"""All settings in one object: command-line flags and `RERANKD_*` environment variables.
+
+Built once (by the CLI or by whoever embeds the app) and passed down explicitly; nothing in
+rerankd reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from rerankd.engine.options import EngineOptions, default_cache_dir
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RERANKD_", extra="forbid", frozen=True)
+
+    # Models and how they run
+    model: CommaList = Field(
+        default_factory=lambda: ["builtin"],
+        description="Model to serve: a hub id, a local directory or 'builtin'; SPEC=NAME sets the served name. Repeat for several.",
+    )
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="torch, or onnx (ONNX Runtime, the CPU fast path)."
+    )
+    dtype: str = Field(
+        "float32", description="float32; float16/bfloat16 on CUDA; int8 with --backend onnx."
+    )
+    device: str = Field(
+        "cpu", description="cpu, cuda, cuda:N, or a list cuda:0,cuda:1 for one replica per device."
+    )
+    replicas: int = Field(
+        1, ge=1, description="Model replicas per device, each with its own inference thread."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="Inference threads per replica (default: all cores)."
+    )
+    max_length: int = Field(
+        512,
+        ge=8,
+        description="Longest (query, document) sequence in tokens, up to the model's own limit.",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir, description="Where ONNX exports are cached."
+    )
+
+    # Server
+    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level; debug also logs document text."
+    )
+    drain_seconds: float = Field(
+        30.0, ge=0, description="After SIGTERM, how long in-flight requests may take to finish."
+    )
+
+    # Batching and backpressure
+    max_batch_tokens: int = Field(
+        16384, ge=64, description="Padded tokens (longest x count) per batch."
+    )
+    max_batch_size: int = Field(256, ge=1, description="Sequences per batch, at most.")
+    max_queue_tokens: int = Field(
+        2_000_000, ge=1, description="Tokens waiting per model before new requests get 429."
+    )
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="How long a busy worker waits for more work to join a batch."
+    )
+    request_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request may wait for its scores."
+    )
+
+    # Request limits
+    max_documents: int = Field(1000, ge=1, description="Documents per request.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Request body size in bytes (413 above)."
+    )
+    max_query_chars: int = Field(16_000, ge=1, description="Characters in a query.")
+    max_document_chars: int = Field(200_000, ge=1, description="Characters in one document.")
+    long_document_strategy: Literal["truncate", "chunk"] = Field(
+        "truncate", description="Default for documents longer than the model allows."
+    )
+    max_chunks_per_doc: int = Field(
+        16, ge=1, description="Chunks per document with the chunk strategy."
+    )
+    chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+
+    # Score cache
+    cache_entries: int = Field(
+        100_000, ge=0, description="In-memory score cache size in entries (0 turns it off)."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL for a shared score cache and rate limits."
+    )
+    redis_ttl: int = Field(86_400, ge=1, description="Seconds a score stays in Redis.")
+
+    # Security
+    api_keys: CommaList = Field(
+        default_factory=list, description="Accepted API keys (comma-separated in the environment)."
+    )
+    api_keys_file: Path | None = Field(None, description="File with one API key per line.")
+    jwt_secret: str | None = Field(None, description="HS256 secret for JWT bearer tokens.")
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key for RS256 JWT bearer tokens."
+    )
+    jwt_audience: str | None = Field(None, description="Required JWT audience.")
+    jwt_issuer: str | None = Field(None, description="Required JWT issuer.")
+    auth_ops: bool = Field(
+        False, description="Require credentials on /health, /metrics and /info too."
+    )
+    rate_limit: str | None = Field(
+        None, description="Per key (or client address) rate limit, e.g. '100/second;2000/minute'."
+    )
+    cors_origins: CommaList = Field(
+        default_factory=list, description="Origins allowed by CORS (off when empty)."
+    )
+
+    @field_validator("model", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> Settings:
+        for device in self.devices:
+            self.engine_options(device)  # raises ValueError on a bad combination
+        if not self.model:
+            raise ValueError("at least one --model is needed")
+        return self
+
+    @property
+    def devices(self) -> list[str]:
+        return [d.strip() for d in self.device.split(",") if d.strip()] or ["cpu"]
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(
+            self.api_keys or self.api_keys_file or self.jwt_secret or self.jwt_public_key_file
+        )
+
+    def engine_options(self, device: str) -> EngineOptions:
+        return EngineOptions(
+            backend=self.backend,
+            dtype=self.dtype,  # type: ignore[arg-type]
+            device=device,
+            threads=self.threads,
+            max_length=self.max_length,
+            cache_dir=self.cache_dir,
+        )

@@ -1,0 +1,132 @@
+"""Prometheus metrics: one registry per app, so several apps (tests) never share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_TOKEN_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rerankd_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "rerankd_request_duration_seconds",
+            "Request latency.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("rerankd_requests_in_flight", "Requests being served.", registry=r)
+        self.pairs = Counter(
+            "rerankd_pairs_scored",
+            "(query, document) pairs scored by the model.",
+            ["model"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "rerankd_tokens_scored", "Tokens run through the model.", ["model"], registry=r
+        )
+        self.load_seconds = Gauge(
+            "rerankd_model_load_seconds", "Time to load and warm up a model.", ["model"], registry=r
+        )
+        self.queue_pairs = Gauge(
+            "rerankd_queue_pairs", "Sequences waiting for a batch.", ["model"], registry=r
+        )
+        self.queue_tokens = Gauge(
+            "rerankd_queue_tokens", "Tokens waiting for a batch.", ["model"], registry=r
+        )
+        self.batch_size = Histogram(
+            "rerankd_batch_size",
+            "Sequences per batch.",
+            ["model"],
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "rerankd_batch_requests",
+            "Distinct requests mixed in one batch.",
+            ["model"],
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_padded = Histogram(
+            "rerankd_batch_padded_tokens",
+            "Padded tokens (longest x count) per batch.",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        # Padding waste = rate(rerankd_batch_padded_tokens_sum) / rate(rerankd_batch_real_tokens_total)
+        self.real_total = Counter(
+            "rerankd_batch_real_tokens",
+            "Real (unpadded) tokens run, in all batches.",
+            ["model"],
+            registry=r,
+        )
+        self.inference = Histogram(
+            "rerankd_batch_inference_seconds",
+            "Model time per batch.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "rerankd_cache_hits", "Scores found in the cache.", ["backend"], registry=r
+        )
+        self.cache_misses = Counter(
+            "rerankd_cache_misses", "Scores not in the cache.", ["backend"], registry=r
+        )
+        self.cache_errors = Counter(
+            "rerankd_cache_errors",
+            "Cache operations that failed (the request went on).",
+            ["backend"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "rerankd_rejected_requests", "Requests refused before scoring.", ["reason"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def batch_observer(self, model: str) -> BatchMetrics:
+        return BatchMetrics(self, model)
+
+
+class BatchMetrics:
+    """The `BatchObserver` of one model's batcher."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._m = metrics
+        self._model = model
+        self._queue_pairs = metrics.queue_pairs.labels(model)
+        self._queue_tokens = metrics.queue_tokens.labels(model)
+
+    def queue_changed(self, pairs: int, tokens: int) -> None:
+        self._queue_pairs.set(pairs)
+        self._queue_tokens.set(tokens)
+
+    def batch_done(
+        self, pairs: int, requests: int, padded_tokens: int, real_tokens: int, seconds: float
+    ) -> None:
+        m, model = self._m, self._model
+        m.batch_size.labels(model).observe(pairs)
+        m.batch_requests.labels(model).observe(requests)
+        m.batch_padded.labels(model).observe(padded_tokens)
+        m.real_total.labels(model).inc(real_tokens)
+        m.inference.labels(model).observe(seconds)
+        m.pairs.labels(model).inc(pairs)
+        m.tokens.labels(model).inc(real_tokens)
+
+    def rejected(self, reason: str) -> None:
+        self._m.rejected.labels(reason).inc()

@@ -1,0 +1,79 @@
+"""Running the app under uvicorn, with a graceful drain on SIGTERM.
+
+The first SIGTERM (or Ctrl-C) turns /health to 503 and refuses new work, lets in-flight
+requests finish for up to `drain_seconds`, then stops uvicorn; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from rerankd import logs
+from rerankd.api import create_app
+from rerankd.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.drain_seconds = drain_seconds
+        self.exit_code = 0
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        app = self.config.loaded_app
+        if self._draining or app is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        fastapi_app = _unwrap(app)
+        fastapi_app.state.draining = True
+        logger.info(
+            "draining: new requests are refused; waiting for %s in flight", _in_flight(fastapi_app)
+        )
+        asyncio.get_event_loop().create_task(self._drain(fastapi_app))
+
+    async def _drain(self, app: object) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_seconds
+        while _in_flight(app) > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        self.should_exit = True
+
+    def fatal(self, exc: BaseException) -> None:
+        self.exit_code = 1
+        self.should_exit = True
+
+
+def _unwrap(app: object) -> object:
+    while not hasattr(app, "state") and hasattr(app, "app"):
+        app = app.app  # uvicorn's proxy-headers / message-logger wrappers
+    return app
+
+
+def _in_flight(app: object) -> int:
+    return int(app.state.service.metrics.in_flight._value.get())  # type: ignore[attr-defined]
+
+
+def run(settings: Settings) -> int:
+    logs.configure(settings.log_level)
+    holder: dict[str, DrainingServer] = {}
+    app = create_app(settings, on_fatal=lambda exc: holder["server"].fatal(exc))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
+        lifespan="on",
+    )
+    server = DrainingServer(config, settings.drain_seconds)
+    holder["server"] = server
+    server.run()
+    return server.exit_code
