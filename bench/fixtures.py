@@ -51,12 +51,15 @@ class ModelRecipe:
     intermediate_size: int
     max_positions: int
     reference: str  # the real model whose shape this is
+    revision: int = 2  # bump when the build steps change
 
 
 RECIPES = {
     r.name: r
     for r in (
-        ModelRecipe("minilm-l6", "bert", 384, 6, 12, 1536, 512, "cross-encoder/ms-marco-MiniLM-L6-v2"),
+        ModelRecipe(
+            "minilm-l6", "bert", 384, 6, 12, 1536, 512, "cross-encoder/ms-marco-MiniLM-L6-v2"
+        ),
         ModelRecipe("xlmr-base", "xlmr", 768, 12, 12, 3072, 514, "BAAI/bge-reranker-base"),
         ModelRecipe("v2m3-arch", "xlmr", 1024, 24, 16, 4096, 8194, "BAAI/bge-reranker-v2-m3"),
     )
@@ -77,7 +80,8 @@ def model_dir(name: str, root: Path = MODELS) -> Path:
         _build_bert if recipe.family == "bert" else _build_xlmr
     )
     builder(tmp, recipe)
-    _set_model_max_length(tmp, min(MAX_LENGTH, recipe.max_positions - 2))
+    positions = recipe.max_positions - (2 if recipe.family == "xlmr" else 0)
+    _portable_tokenizer_files(tmp, min(MAX_LENGTH, positions))
     (tmp / RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2), encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a half-built directory is never taken for a finished one
@@ -186,12 +190,26 @@ def _save_fast_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
     ).save_pretrained(str(out))
 
 
-def _set_model_max_length(out: Path, length: int) -> None:
-    """Every system reads the same default `max_length` (512) from the model directory."""
-    path = out / "tokenizer_config.json"
-    config = json.loads(path.read_text(encoding="utf-8"))
+def _portable_tokenizer_files(out: Path, length: int) -> None:
+    """Tokenizer files that every system reads the same way, whatever its transformers.
+
+    Every system gets the same default `max_length` (512); the truncation and padding to 128
+    that all-MiniLM-L6-v2's tokenizer carries are dropped; transformers 5's class name
+    `TokenizersBackend` becomes `PreTrainedTokenizerFast`, which 4.x (Infinity's) knows too.
+    """
+    config_path = out / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    for stale in ("max_length", "stride", "truncation_strategy", "pad_to_multiple_of"):
+        config.pop(stale, None)
     config["model_max_length"] = length
-    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    tokenizer_path = out / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_path.read_text(encoding="utf-8"))
+    tokenizer["truncation"] = None
+    tokenizer["padding"] = None
+    tokenizer_path.write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
 
 
 def main() -> None:

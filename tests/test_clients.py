@@ -66,7 +66,7 @@ def auth_server(
     bert_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     log_dir = tmp_path_factory.mktemp("clients-auth-server")
-    args = ["--model", f"{bert_model}={MODEL}", "--api-key", API_KEY]
+    args = ["--model", f"{bert_model}={MODEL}", "--api-keys", API_KEY]
     with run_server(args, log_dir=log_dir) as running:
         yield running
 

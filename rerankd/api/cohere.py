@@ -95,9 +95,9 @@ class CohereRerankResponse(BaseModel):
 )
 async def rerank(request: Request) -> JSONResponse:
     body = validate(CohereRerankRequest, await read_json(request))
-    request.state.model = body.model
     request.state.documents = len(body.documents)
     result = await state.service(request).rerank(body.to_internal())
+    request.state.model = result.model
     request.state.tokens = result.tokens
     return JSONResponse(
         {

@@ -104,9 +104,9 @@ async def rerank(request: Request) -> JSONResponse:
         request.state.dialect = TEI_DIALECT
         return await tei.rerank(request, validate(tei.TeiRerankRequest, data))
     body = validate(NativeRerankRequest, data)
-    request.state.model = body.model
     request.state.documents = len(body.documents)
     result = await state.service(request).rerank(body.to_internal())
+    request.state.model = result.model
     request.state.tokens = result.tokens
     return JSONResponse(render(body.query, result, body.return_documents))
 
@@ -145,7 +145,6 @@ async def batch_rerank(request: Request) -> JSONResponse:
     service = state.service(request)
     total = sum(len(q.documents) for q in body.queries)
     service.check_document_count(total)
-    request.state.model = body.model
     request.state.documents = total
     internal = [
         RerankRequest(
@@ -158,6 +157,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
         for q in body.queries
     ]
     results = await service.rerank_many(internal)
+    request.state.model = results[0].model
     request.state.tokens = sum(r.tokens for r in results)
     rendered = [
         render(q.query, r, body.return_documents)

@@ -40,6 +40,7 @@ async def rerank(request: Request, body: TeiRerankRequest) -> JSONResponse:
         allow_truncation=bool(body.truncate),
     )
     result = await state.service(request).rerank(internal)
+    request.state.model = result.model
     request.state.tokens = result.tokens
     return JSONResponse(
         [
