@@ -13,8 +13,8 @@
 #                    Linux x86_64 torch wheel is the CUDA build (it bundles the CUDA runtime,
 #                    the host only needs the NVIDIA driver). Point it at PyTorch's CPU-only
 #                    index for a much smaller CPU image.
-#   BAKE_MODEL       a model to download and prepare at build time (`rerankd export`), so the
-#                    container starts without network access; empty = download at first start.
+#   BAKE_MODEL       a model to download (and, for cpu, export to ONNX with `rerankd export`) at
+#                    build time, so the container starts without the hub; empty = at first start.
 #   BAKE_INT8        1 = also build the int8 ONNX model (CPU variant only).
 #   PYTHON_IMAGE     the base image of both stages, pinned to a patch release.
 
@@ -86,9 +86,13 @@ ARG BAKE_MODEL=
 ARG BAKE_INT8=0
 USER 10001:10001
 WORKDIR /data
-# The ONNX export only helps the onnx backend; `rerankd export` downloads the weights either way.
+# CPU: download the weights and build the ONNX model (`rerankd export`); CUDA (torch):
+# download the weights only (`rerankd models`). Serve the same spec as baked: the ONNX cache
+# entry is named after it.
 RUN if [ -n "$BAKE_MODEL" ]; then \
-        if [ "$RERANKD_BACKEND" = onnx ] && [ "$BAKE_INT8" = 1 ]; then \
+        if [ "$RERANKD_BACKEND" != onnx ]; then \
+            rerankd models "$BAKE_MODEL"; \
+        elif [ "$BAKE_INT8" = 1 ]; then \
             rerankd export --model "$BAKE_MODEL" --int8; \
         else \
             rerankd export --model "$BAKE_MODEL"; \

@@ -272,7 +272,7 @@ def test_infinity_client_rerank(server: ServerProcess) -> None:
     got = [(r.index, r.relevance_score) for r in result.results]
     assert_same_ranking(got, expected)
     assert [r.document for r in result.results] == [DOCUMENTS[i] for i, _ in got]
-    assert result.usage.prompt_tokens > 0
+    assert isinstance(result.usage.prompt_tokens, int)  # 0 when every pair was cached
     assert result.usage.total_tokens >= result.usage.prompt_tokens
 
 

@@ -56,25 +56,22 @@ class Authenticator:
         raise Unauthorized("invalid API key")
 
     def _decode_jwt(self, token: str) -> str:
-        error: Exception | None = None
-        for algorithm, key in self._jwt_keys:
-            try:
-                claims = jwt.decode(
-                    token,
-                    key,
-                    algorithms=[algorithm],
-                    audience=self._audience,
-                    issuer=self._issuer,
-                    options={
-                        "require": ["exp"]
-                        + (["aud"] if self._audience else [])
-                        + (["iss"] if self._issuer else [])
-                    },
-                )
-                return str(claims.get("sub", "anonymous"))
-            except jwt.PyJWTError as exc:
-                error = exc
-        raise Unauthorized(f"invalid token: {error}")
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        key = dict(self._jwt_keys).get(algorithm)
+        if key is None:
+            accepted = ", ".join(alg for alg, _ in self._jwt_keys)
+            raise Unauthorized(f"invalid token: algorithm {algorithm!r} is not accepted ({accepted})")
+        required = ["exp"] + (["aud"] if self._audience else []) + (["iss"] if self._issuer else [])
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[algorithm], audience=self._audience, issuer=self._issuer, options={"require": required}
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
+        return str(claims.get("sub", "anonymous"))
 
 
 class RateLimiter:
