@@ -25,6 +25,9 @@ from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
 
 logger = logging.getLogger(__name__)
 
+# What clients send when the user named no model: infinity-client's default, and empty.
+_DEFAULT_MODEL_NAMES = frozenset({"", "default/not-specified"})
+
 
 @dataclass
 class RerankRequest:
@@ -141,7 +144,7 @@ class RerankService:
     def model(self, name: str | None) -> ServedModel:
         if not self.ready:
             raise NotReady("models are still loading")
-        if name is None or name == "":
+        if name is None or name in _DEFAULT_MODEL_NAMES:
             return next(iter(self.models.values()))
         served = self.models.get(name)
         if served is None:

@@ -24,12 +24,18 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture(scope="module")
-def server(bert_model: Path, rsa_key, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    bert_model: Path, rsa_key, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("security")
     keys_file = folder / "keys.txt"
     keys_file.write_text("# one key per line\nfile-key\n")
     public = folder / "public.pem"
-    public.write_bytes(rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        rsa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     args = [
         "--model", str(bert_model),
         "--api-keys", "key-one", "--api-keys", "key-two",
@@ -48,7 +54,10 @@ def server(bert_model: Path, rsa_key, tmp_path_factory: pytest.TempPathFactory) 
 def _wait_ready(server: ServerProcess) -> None:
     for _ in range(600):
         try:
-            if httpx.get(server.url + "/health", headers={"X-API-Key": "key-one"}).status_code == 200:
+            if (
+                httpx.get(server.url + "/health", headers={"X-API-Key": "key-one"}).status_code
+                == 200
+            ):
                 return
         except httpx.HTTPError:
             pass
@@ -57,7 +66,12 @@ def _wait_ready(server: ServerProcess) -> None:
 
 
 def token(claims: dict, key=SECRET, algorithm: str = "HS256") -> str:
-    base = {"aud": "rerankd", "iss": "https://issuer.test", "exp": int(time.time()) + 60, "sub": "tester"}
+    base = {
+        "aud": "rerankd",
+        "iss": "https://issuer.test",
+        "exp": int(time.time()) + 60,
+        "sub": "tester",
+    }
     return jwt.encode({**base, **claims}, key, algorithm=algorithm)
 
 
@@ -67,7 +81,9 @@ def post(server: ServerProcess, headers: dict[str, str]) -> httpx.Response:
 
 def test_api_keys(server: ServerProcess) -> None:
     missing = post(server, {})
-    assert missing.status_code == 401 and "missing credentials" in missing.json()["error"]["message"]
+    assert (
+        missing.status_code == 401 and "missing credentials" in missing.json()["error"]["message"]
+    )
     assert post(server, {"Authorization": "Bearer wrong"}).status_code == 401
     assert post(server, {"X-API-Key": "key-onex"}).status_code == 401
     assert post(server, {"Authorization": "Bearer key-one"}).status_code == 200
@@ -83,12 +99,22 @@ def test_ops_routes_need_a_key_when_configured(server: ServerProcess) -> None:
 
 def test_jwt(server: ServerProcess, rsa_key) -> None:
     assert post(server, {"Authorization": f"Bearer {token({'sub': 'hs'})}"}).status_code == 200
-    assert post(server, {"Authorization": f"Bearer {token({'sub': 'rs'}, rsa_key, 'RS256')}"}).status_code == 200
+    assert (
+        post(
+            server, {"Authorization": f"Bearer {token({'sub': 'rs'}, rsa_key, 'RS256')}"}
+        ).status_code
+        == 200
+    )
     wrong_audience = post(server, {"Authorization": f"Bearer {token({'aud': 'someone-else'})}"})
-    assert wrong_audience.status_code == 401 and "audience" in wrong_audience.json()["error"]["message"].lower()
+    assert (
+        wrong_audience.status_code == 401
+        and "audience" in wrong_audience.json()["error"]["message"].lower()
+    )
     expired = post(server, {"Authorization": f"Bearer {token({'exp': int(time.time()) - 10})}"})
     assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"].lower()
-    bad_signature = post(server, {"Authorization": f"Bearer {token({}, 'another-secret-of-sufficient-length!!')}"})
+    bad_signature = post(
+        server, {"Authorization": f"Bearer {token({}, 'another-secret-of-sufficient-length!!')}"}
+    )
     assert bad_signature.status_code == 401
     wrong_issuer = post(server, {"Authorization": f"Bearer {token({'iss': 'https://evil.test'})}"})
     assert wrong_issuer.status_code == 401
@@ -101,6 +127,8 @@ def test_rate_limit_gives_429_with_retry_after(server: ServerProcess) -> None:
     assert statuses[15:] == [429] * 5
     limited = post(server, headers)
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
-    assert post(server, {"X-API-Key": "key-two"}).status_code == 200  # other principals are unaffected
+    assert (
+        post(server, {"X-API-Key": "key-two"}).status_code == 200
+    )  # other principals are unaffected
     metrics = httpx.get(server.url + "/metrics", headers={"X-API-Key": "key-one"}).text
     assert 'rerankd_rejected_requests_total{reason="rate_limited"}' in metrics

@@ -37,6 +37,7 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+    detail: str  # the message again, where Xinference's client looks for it
 
 
 class TeiErrorBody(BaseModel):
@@ -51,7 +52,7 @@ def error_response(
     if getattr(request.state, "dialect", None) == TEI_DIALECT:
         body: dict = {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
     else:
-        body = {"error": {"message": message, "type": kind, "code": status}}
+        body = {"error": {"message": message, "type": kind, "code": status}, "detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

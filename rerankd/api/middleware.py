@@ -25,7 +25,9 @@ from rerankd.metrics import Metrics
 access_log = logging.getLogger("rerankd.access")
 
 OPS_PATHS = frozenset({"/health", "/metrics", "/info"})
-PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+PUBLIC_PATHS = frozenset(
+    {"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+)
 
 
 class RequestGuard:
@@ -165,7 +167,10 @@ class RequestGuard:
 
     async def _reject(self, send: Callable[[Message], Awaitable[None]], error: RerankError) -> None:
         body = json.dumps(
-            {"error": {"message": error.message, "type": error.type, "code": error.status}}
+            {
+                "error": {"message": error.message, "type": error.type, "code": error.status},
+                "detail": error.message,
+            }
         ).encode()
         headers = [
             (b"content-type", b"application/json"),

@@ -56,6 +56,7 @@ class NativeResult(BaseModel):
     index: int
     document: str | None = None
     score: float
+    relevance_score: float
 
 
 class Usage(BaseModel):
@@ -63,6 +64,8 @@ class Usage(BaseModel):
     pairs: int
     tokens: int
     cached: int
+    prompt_tokens: int
+    total_tokens: int
 
 
 class NativeRerankResponse(BaseModel):
@@ -77,9 +80,9 @@ def render(query: str, result: RerankResult, return_documents: bool) -> dict:
         "query": query,
         "model": result.model,
         "results": [
-            {"index": r.index, "document": r.document, "score": r.score}
+            {"index": r.index, "document": r.document, "score": r.score, "relevance_score": r.score}
             if return_documents
-            else {"index": r.index, "score": r.score}
+            else {"index": r.index, "score": r.score, "relevance_score": r.score}
             for r in result.results
         ],
         "usage": {
@@ -87,6 +90,8 @@ def render(query: str, result: RerankResult, return_documents: bool) -> dict:
             "pairs": result.documents,
             "tokens": result.tokens,
             "cached": result.cached,
+            "prompt_tokens": result.tokens,
+            "total_tokens": result.tokens,
         },
     }
 

@@ -94,6 +94,11 @@ def _cards(request: Request) -> list[ModelCard]:
     ]
 
 
+@router.get("/v1/cluster/auth", summary="Xinference: whether clients must send a key")
+async def cluster_auth(request: Request) -> dict:
+    return {"auth": state.settings(request).auth_enabled}
+
+
 @router.get("/v1/models", response_model=ModelList, summary="Served models (OpenAI-style list)")
 async def list_models(request: Request) -> ModelList:
     return ModelList(data=_cards(request))

@@ -63,11 +63,18 @@ class Authenticator:
         key = dict(self._jwt_keys).get(algorithm)
         if key is None:
             accepted = ", ".join(alg for alg, _ in self._jwt_keys)
-            raise Unauthorized(f"invalid token: algorithm {algorithm!r} is not accepted ({accepted})")
+            raise Unauthorized(
+                f"invalid token: algorithm {algorithm!r} is not accepted ({accepted})"
+            )
         required = ["exp"] + (["aud"] if self._audience else []) + (["iss"] if self._issuer else [])
         try:
             claims = jwt.decode(
-                token, key, algorithms=[algorithm], audience=self._audience, issuer=self._issuer, options={"require": required}
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": required},
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None

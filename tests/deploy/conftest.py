@@ -32,7 +32,9 @@ def require(available: object, what: str) -> None:
     if available:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"{what} is missing, and CI must run this test (see Makefile: install, system-deps)")
+        pytest.fail(
+            f"{what} is missing, and CI must run this test (see Makefile: install, system-deps)"
+        )
     pytest.skip(f"{what} is not installed")
 
 
