@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES
+from rerankd.api.fields import Text, TopN
 from rerankd.service import RerankRequest
 
 router = APIRouter(tags=["rerank"])
@@ -19,20 +21,18 @@ router = APIRouter(tags=["rerank"])
 class TextDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    text: StrictStr
+    text: Text
 
 
 class CohereRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
-    query: StrictStr
-    documents: list[StrictStr | TextDocument] = Field(
-        description="Strings, or objects with a `text` field."
+    query: Text
+    documents: Annotated[list[Text | TextDocument], Field(json_schema_extra={"minItems": 1})] = (
+        Field(description="Strings, or objects with a `text` field.")
     )
-    top_n: StrictInt | None = Field(
-        None, description="Best N; above the document count means all (as Cohere)."
-    )
+    top_n: TopN = Field(None, description="Best N; above the document count means all (as Cohere).")
     return_documents: StrictBool | None = Field(
         None, description="Include documents (default false)."
     )

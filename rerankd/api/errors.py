@@ -11,7 +11,7 @@ import logging
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rerankd.errors import BackendFailed, RerankError
@@ -85,12 +85,18 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(request, exc.status_code, str(exc.detail), "http_error")
+    response = error_response(request, exc.status_code, str(exc.detail), "http_error")
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s", request.url.path)
     return error_response(request, 500, "internal server error", "internal_error")
+
+
+class AnyErrorBody(RootModel[ErrorBody | TeiErrorBody]):
+    """Errors on `/rerank`, where a TEI-dialect request gets TEI's error shape."""
 
 
 ERROR_RESPONSES: dict[int | str, dict] = {
@@ -104,4 +110,8 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         429: "Rate limited or overloaded (see Retry-After)",
         503: "Not ready, draining, or timed out",
     }.items()
+}
+
+RERANK_ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {**spec, "model": AnyErrorBody} for status, spec in ERROR_RESPONSES.items()
 }

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
-from rerankd.api.errors import ERROR_RESPONSES, TEI_DIALECT
+from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
+from rerankd.api.fields import Text, Texts, TopN
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
@@ -23,9 +24,9 @@ router = APIRouter(tags=["rerank"])
 class NativeRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: StrictStr = Field(description="The search query.")
-    documents: list[StrictStr] = Field(description="Passages to rank.")
-    top_n: StrictInt | None = Field(None, description="Return only the best N (default: all).")
+    query: Text = Field(description="The search query.")
+    documents: Texts = Field(description="Passages to rank.")
+    top_n: TopN = Field(None, description="Return only the best N (default: all).")
     return_documents: StrictBool = Field(True, description="Include each document's text.")
     raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
@@ -100,7 +101,7 @@ def render(query: str, result: RerankResult, return_documents: bool) -> dict:
     "/rerank",
     summary="Rerank documents (native, or TEI when the body has `texts`)",
     response_model=NativeRerankResponse | list[tei.TeiResult],
-    responses=ERROR_RESPONSES,
+    responses=RERANK_ERROR_RESPONSES,
     openapi_extra=body_schema(NativeRerankRequest, tei.TeiRerankRequest),
 )
 async def rerank(request: Request) -> JSONResponse:
@@ -119,9 +120,9 @@ async def rerank(request: Request) -> JSONResponse:
 class BatchQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: StrictStr
-    documents: list[StrictStr]
-    top_n: StrictInt | None = None
+    query: Text
+    documents: Texts
+    top_n: TopN = None
 
 
 class BatchRerankRequest(BaseModel):

@@ -6,17 +6,18 @@ from typing import Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from rerankd.api import state
+from rerankd.api.fields import Text, Texts
 from rerankd.service import RerankRequest
 
 
 class TeiRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: StrictStr
-    texts: list[StrictStr]
+    query: Text
+    texts: Texts
     raw_scores: StrictBool = False
     return_text: StrictBool = False
     truncate: StrictBool | None = None  # TEI: without truncation, a too-long input is an error

@@ -114,10 +114,11 @@ def rerankd(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield server
 
 
-def rerank(base_url: str, **extra) -> httpx.Response:
+def rerank(base_url: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A small native rerank request, with the test API key."""
     body = {
         "query": "how do cats purr",
         "documents": ["Cats purr with their larynx muscles.", "Paris is in France."],
     }
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    return httpx.post(base_url + "/rerank", json=body, headers=headers, timeout=60, **extra)
+    headers = {"Authorization": f"Bearer {API_KEY}", **(headers or {})}
+    return httpx.post(base_url + "/rerank", json=body, headers=headers, timeout=60)

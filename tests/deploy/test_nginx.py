@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.conftest import API_KEY, DEPLOY, rerank, require, settings_from_env
+from tests.deploy.conftest import API_KEY, DEPLOY, require, rerank, settings_from_env
 from tests.server import ServerProcess, free_port
 
 CONFIG = DEPLOY / "nginx" / "rerankd.conf"
@@ -174,7 +174,11 @@ def padded_body(size: int) -> bytes:
 def test_the_body_limit_is_rerankds(proxy: str) -> None:
     limit = settings_from_env({}).max_body_bytes
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    at_limit = httpx.post(proxy + "/rerank", content=padded_body(limit), headers=headers, timeout=60)
+    at_limit = httpx.post(
+        proxy + "/rerank", content=padded_body(limit), headers=headers, timeout=60
+    )
     assert at_limit.status_code == 200, at_limit.text
-    over = httpx.post(proxy + "/rerank", content=padded_body(limit + 1), headers=headers, timeout=60)
+    over = httpx.post(
+        proxy + "/rerank", content=padded_body(limit + 1), headers=headers, timeout=60
+    )
     assert over.status_code == 413

@@ -13,7 +13,7 @@ from collections import defaultdict
 import httpx
 import pytest
 
-from tests.deploy.conftest import API_KEY, DEPLOY, load_yaml, rerank, require
+from tests.deploy.conftest import API_KEY, DEPLOY, load_yaml, require, rerank
 from tests.server import ServerProcess
 
 DASHBOARD = DEPLOY / "grafana" / "rerankd.json"
