@@ -15,7 +15,9 @@ from pathlib import Path
 from tests.server import run_server
 
 
-def test_schemathesis_finds_no_server_errors_or_schema_violations(bert_model: Path, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_server_errors_or_schema_violations(
+    bert_model: Path, tmp_path: Path
+) -> None:
     st = Path(sys.executable).with_name("st")
     args = ["--model", f"{bert_model}=tiny-bert", "--max-documents", "50"]
     with run_server(args, log_dir=tmp_path) as server:
