@@ -46,9 +46,9 @@ def _serve_signature() -> inspect.Signature:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = "RERANKD_" + name.upper()
-        help_text = f"{field.description} [env: {env}]"
+        help_text = f"{field.description} (env {env})"
         kind = _cli_type(field.annotation)
-        option = typer.Option(None, flag, help=help_text, show_default=False)
+        option = typer.Option(None, flag, help=help_text, show_default=False, metavar=name.upper())
         if kind is bool:
             option = typer.Option(
                 None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False

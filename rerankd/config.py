@@ -6,6 +6,7 @@ rerankd reads the environment at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -145,11 +146,15 @@ class Settings(BaseSettings):
         )
 
     def engine_options(self, device: str) -> EngineOptions:
+        threads = self.threads
+        if threads is None and device == "cpu" and self.replicas > 1:
+            # CPU replicas share the cores; oversubscribing them only adds contention.
+            threads = max(1, len(os.sched_getaffinity(0)) // self.replicas)
         return EngineOptions(
             backend=self.backend,
             dtype=self.dtype,  # type: ignore[arg-type]
             device=device,
-            threads=self.threads,
+            threads=threads,
             max_length=self.max_length,
             cache_dir=self.cache_dir,
         )
