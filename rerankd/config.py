@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     @field_validator("model", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, list) and all(isinstance(item, str) for item in items):
+            return [part.strip() for item in items for part in item.split(",") if part.strip()]
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,38 @@
+"""Every curl command in the README runs as written against a real server."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from tests.server import run_server
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_curl_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL)
+    commands = []
+    for block in blocks:
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split("  #")[0].strip()
+            if command.startswith("curl "):
+                commands.append(command)
+    return commands
+
+
+def test_readme_curl_examples_work(tmp_path: Path) -> None:
+    commands = readme_curl_commands()
+    assert len(commands) >= 7
+    with run_server([], log_dir=tmp_path) as server:
+        for command in commands:
+            command = command.replace("http://localhost:8000", server.url)
+            result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, (command, result.stderr)
+            if "/metrics" in command:
+                assert "rerankd_requests_total" in result.stdout
+                continue
+            body = json.loads(result.stdout)
+            assert "error" not in body, (command, body)
