@@ -64,9 +64,7 @@ def test_batch_composition_never_changes_a_score(cross_encoder: Path) -> None:
     assert np.abs(together - alone).max() < 1e-5
 
 
-def test_onnx_fp32_matches_torch_and_int8_keeps_order(
-    cross_encoder: Path, onnx_cache: Path
-) -> None:
+def test_onnx_fp32_matches_torch_and_int8_keeps_order(cross_encoder: Path) -> None:
     pairs = mixed_pairs(300, seed=4, max_words=120)
     torch_scores = Reranker(cross_encoder, max_length=MAX_LENGTH).score(pairs, raw=True)
     onnx = Reranker(cross_encoder, backend="onnx", max_length=MAX_LENGTH)

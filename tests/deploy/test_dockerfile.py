@@ -189,6 +189,16 @@ def test_the_build_context_holds_what_copy_needs() -> None:
     assert not dockerignore_excludes("rerankd/api/app.py")
 
 
+def test_the_build_copies_every_file_pip_needs() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = [project["readme"]] if isinstance(project.get("readme"), str) else []
+    needed += project.get("license-files", [])
+    for path in needed:
+        assert path in copy_sources(), f"pyproject.toml needs {path}: COPY it in the Dockerfile"
+
+
 @pytest.mark.parametrize(
     "path",
     [".git/config", ".venv/bin/python", "tests/test_api.py", "bench/results/x.json",

@@ -7,12 +7,17 @@ paths all live in a temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -68,9 +73,10 @@ def nginx_binary() -> str:
     return str(binary)
 
 
-def write_config(root: Path, upstream: str, port: int) -> Path:
+def write_config(root: Path, upstreams: list[str], port: int) -> Path:
     site = CONFIG.read_text()
-    site, servers = re.subn(r"server rerankd:8000;", f"server {upstream};", site)
+    lines = " ".join(f"server {address};" for address in upstreams)
+    site, servers = re.subn(r"server rerankd:8000;", lines, site)
     site, listens = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", site)
     assert servers == 1 and listens == 1, "the example's addresses changed: update this test"
     (root / "rerankd.conf").write_text(site)
@@ -99,7 +105,7 @@ http {{
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     nginx = nginx_binary()
-    main = write_config(tmp_path, "127.0.0.1:8000", free_port())
+    main = write_config(tmp_path, ["127.0.0.1:8000"], free_port())
     result = subprocess.run(
         [nginx, "-t", "-p", str(tmp_path), "-e", "stderr", "-c", str(main)],
         capture_output=True,
@@ -111,30 +117,77 @@ def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def proxy(rerankd: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """nginx with the example config in front of the shared test rerankd."""
+@contextmanager
+def running_nginx(root: Path, upstreams: list[str]) -> Iterator[str]:
+    """nginx with the example config in front of `upstreams`; yields its base URL."""
     nginx = nginx_binary()
-    root = tmp_path_factory.mktemp("nginx")
     port = free_port()
-    main = write_config(root, rerankd.url.removeprefix("http://"), port)
+    main = write_config(root, upstreams, port)
     command = [nginx, "-p", str(root), "-e", "stderr", "-c", str(main), "-g", "daemon off;"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = root / "stderr.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 10
         while True:
             try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.TransportError:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"nginx did not start: {process.stderr.read()}") from None
+                    raise RuntimeError(f"nginx did not start: {log.read_text()}") from None
                 time.sleep(0.05)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def proxy(rerankd: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """nginx with the example config in front of the shared test rerankd."""
+    with running_nginx(
+        tmp_path_factory.mktemp("nginx"), [rerankd.url.removeprefix("http://")]
+    ) as url:
+        yield url
+
+
+@contextmanager
+def draining_replica() -> Iterator[tuple[str, list[str]]]:
+    """A stand-in for a rerankd replica that is draining: 503 and rerankd's error body."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(self.path)
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": "the server is shutting down",
+                        "type": "NotReady",
+                        "code": 503,
+                    }
+                }
+            ).encode()
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_rerank_request_through_nginx(proxy: str) -> None:
@@ -182,3 +235,22 @@ def test_the_body_limit_is_rerankds(proxy: str) -> None:
         proxy + "/rerank", content=padded_body(limit + 1), headers=headers, timeout=60
     )
     assert over.status_code == 413
+
+
+def test_a_draining_replica_is_skipped(rerankd: ServerProcess, tmp_path: Path) -> None:
+    with draining_replica() as (draining, seen):
+        upstreams = [draining, rerankd.url.removeprefix("http://")]
+        with running_nginx(tmp_path, upstreams) as url:
+            # nginx's round robin starts with the first server: the draining one.
+            response = rerank(url)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"]
+    assert seen == ["/rerank"]
+
+
+def test_the_last_replicas_503_reaches_the_client(tmp_path: Path) -> None:
+    with draining_replica() as (draining, seen), running_nginx(tmp_path, [draining]) as url:
+        response = rerank(url)
+    assert response.status_code == 503
+    assert response.json()["error"]["message"] == "the server is shutting down"
+    assert seen == ["/rerank"]
