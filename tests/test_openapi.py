@@ -30,6 +30,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # schemathesis keeps its cache in the working directory
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert "passed" in result.stdout
