@@ -36,3 +36,10 @@ def test_readme_curl_examples_work(tmp_path: Path) -> None:
                 continue
             body = json.loads(result.stdout)
             assert "error" not in body, (command, body)
+
+
+def test_readme_python_examples_run() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
