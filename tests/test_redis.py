@@ -139,3 +139,16 @@ def test_redis_outage_under_load_fails_no_request(
             )
         assert redis_server.keys() > 0
         assert "redis cache is back" in server.logs()
+
+
+def test_rate_limits_are_shared_through_redis(
+    bert_model: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    args = ["--model", str(bert_model), "--redis-url", redis_server.url, "--rate-limit", "6/minute"]
+    body = {"query": "q", "documents": ["d"]}
+    with run_server(args, log_dir=tmp_path) as first, run_server(args, log_dir=tmp_path) as second:
+        statuses = [
+            httpx.post(server.url + "/rerank", json=body, timeout=30).status_code
+            for server in (first, second) * 4
+        ]
+    assert statuses == [200] * 6 + [429] * 2, "both servers count against one limit"

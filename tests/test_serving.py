@@ -197,3 +197,30 @@ def test_repeated_request_is_answered_from_the_cache(builtin_server: ServerProce
     assert second["results"] == first["results"]
     assert hits_after - hits_before == 2
     assert raw["usage"]["cached"] == 2  # one cached raw score serves both forms
+
+
+def test_a_request_past_its_timeout_gets_503(xlmr_model: Path, tmp_path: Path) -> None:
+    args = [
+        "--model",
+        str(xlmr_model),
+        "--threads",
+        "1",
+        "--request-timeout",
+        "1",
+        "--cache-entries",
+        "0",
+    ]
+    with run_server(args, log_dir=tmp_path) as server:
+        slow = {"query": "q", "documents": [f"doc {i} " + "word " * 400 for i in range(400)]}
+        started = time.perf_counter()
+        response = httpx.post(server.url + "/rerank", json=slow, timeout=60)
+        assert response.status_code == 503 and response.json()["error"]["type"] == "timeout_error"
+        assert time.perf_counter() - started < 10 and response.headers["retry-after"]
+        time.sleep(1)
+        text = httpx.get(server.url + "/metrics").text
+        assert metric(text, "rerankd_queue_pairs") == 0
+        assert metric(text, "rerankd_rejected_requests_total", 'reason="timeout"') == 1
+        assert (
+            httpx.post(server.url + "/rerank", json=rag_request(3, count=4), timeout=60).status_code
+            == 200
+        )
