@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import uvicorn
 
 from rerankd import logs
 from rerankd.api import create_app
+from rerankd.api.lifecycle import Lifecycle
 from rerankd.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -31,18 +33,16 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self._draining = True
-        fastapi_app = _unwrap(app)
-        fastapi_app.state.draining = True
-        logger.info(
-            "draining: new requests are refused; waiting for %s in flight", _in_flight(fastapi_app)
-        )
-        asyncio.get_event_loop().create_task(self._drain(fastapi_app))
+        lifecycle: Lifecycle = _unwrap(app).state.lifecycle
+        lifecycle.draining = True
+        logger.info("draining: new requests are refused; %d in flight", lifecycle.in_flight)
+        asyncio.get_event_loop().create_task(self._drain(lifecycle))
 
-    async def _drain(self, app: object) -> None:
+    async def _drain(self, lifecycle: Lifecycle) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_seconds
-        while _in_flight(app) > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        while lifecycle.in_flight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # uvicorn's own shutdown waits by polling the same way
         self.should_exit = True
 
     def fatal(self, exc: BaseException) -> None:
@@ -50,14 +50,10 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _unwrap(app: object) -> object:
+def _unwrap(app: Any) -> Any:
     while not hasattr(app, "state") and hasattr(app, "app"):
         app = app.app  # uvicorn's proxy-headers / message-logger wrappers
     return app
-
-
-def _in_flight(app: object) -> int:
-    return int(app.state.service.metrics.in_flight._value.get())  # type: ignore[attr-defined]
 
 
 def run(settings: Settings) -> int:

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import rerankd
 from rerankd.api import cohere, errors, native, ops
 from rerankd.api.body import BODY_MODELS
+from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.middleware import RequestGuard
 from rerankd.api.security import Authenticator, RateLimiter
 from rerankd.config import Settings
@@ -52,8 +53,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service
-    app.state.draining = False
-    app.state.load_error = None
+    app.state.lifecycle = Lifecycle()
 
     app.include_router(native.router)
     app.include_router(cohere.router)
@@ -68,7 +68,7 @@ def create_app(
         RequestGuard,
         settings=settings,
         metrics=service.metrics,
-        is_draining=lambda: bool(app.state.draining),
+        lifecycle=app.state.lifecycle,
         authenticator=Authenticator(settings) if settings.auth_enabled else None,
         rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
         if settings.rate_limit
@@ -93,7 +93,7 @@ async def _load(
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # noqa: BLE001 - reported, then the server stops
-        app.state.load_error = exc
+        app.state.lifecycle.load_error = exc
         logger.error("could not load models: %s", exc)
         if on_fatal is not None:
             on_fatal(exc)

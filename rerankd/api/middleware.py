@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.security import Authenticator, RateLimiter, credential
 from rerankd.config import Settings
 from rerankd.errors import NotReady, PayloadTooLarge, RerankError
@@ -36,14 +37,14 @@ class RequestGuard:
         app: ASGIApp,
         settings: Settings,
         metrics: Metrics,
-        is_draining: Callable[[], bool],
+        lifecycle: Lifecycle,
         authenticator: Authenticator | None = None,
         rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.is_draining = is_draining
+        self.lifecycle = lifecycle
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
 
@@ -67,6 +68,7 @@ class RequestGuard:
 
         is_ops = path in OPS_PATHS
         if not is_ops:
+            self.lifecycle.in_flight += 1
             self.metrics.in_flight.inc()
         try:
             await self._guard(scope, headers, path)
@@ -77,6 +79,7 @@ class RequestGuard:
             await self._reject(send_with_id, error)
         finally:
             if not is_ops:
+                self.lifecycle.in_flight -= 1
                 self.metrics.in_flight.dec()
             self._record(scope, path, status["code"] or 499, started, request_id, headers)
 
@@ -86,7 +89,7 @@ class RequestGuard:
             raise self._too_large()
         if path in PUBLIC_PATHS or (path in OPS_PATHS and not self.settings.auth_ops):
             return
-        if self.is_draining() and path not in OPS_PATHS:
+        if self.lifecycle.draining and path not in OPS_PATHS:
             raise NotReady("the server is shutting down")
         principal = _client_address(scope)
         if self.authenticator is not None and self.authenticator.enabled:

@@ -46,10 +46,10 @@ class ModelList(BaseModel):
 async def health(request: Request) -> JSONResponse:
     """200 when every model is loaded; 503 while loading and while draining after SIGTERM."""
     service = state.service(request)
-    draining = bool(getattr(request.app.state, "draining", False))
-    if draining:
+    lifecycle = state.lifecycle(request)
+    if lifecycle.draining:
         return JSONResponse({"status": "draining", "model_loaded": service.ready}, status_code=503)
-    if getattr(request.app.state, "load_error", None):
+    if lifecycle.load_error is not None:
         return JSONResponse({"status": "failed", "model_loaded": False}, status_code=503)
     if not service.ready:
         return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503)

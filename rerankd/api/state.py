@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from rerankd.api.lifecycle import Lifecycle
 from rerankd.config import Settings
 from rerankd.metrics import Metrics
 from rerankd.service import RerankService
@@ -15,6 +16,10 @@ def service(request: Request) -> RerankService:
 
 def settings(request: Request) -> Settings:
     return request.app.state.settings
+
+
+def lifecycle(request: Request) -> Lifecycle:
+    return request.app.state.lifecycle
 
 
 def metrics(request: Request) -> Metrics:
