@@ -45,20 +45,31 @@ def batching_server(xlmr_model: Path, tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-async def _concurrent(url: str, bodies: list[dict]) -> list[dict]:
+async def _concurrent(url: str, bodies: list[dict]) -> tuple[list[dict], float]:
+    """Send every body at once; meanwhile time /health and /metrics. Returns their worst latency."""
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-        responses = await asyncio.gather(*(client.post("/rerank", json=b) for b in bodies))
+        load = asyncio.gather(*(client.post("/rerank", json=b) for b in bodies))
+        worst = 0.0
+        while not load.done():
+            for path in ("/health", "/metrics"):
+                started = time.perf_counter()
+                assert (await client.get(path)).status_code == 200
+                worst = max(worst, time.perf_counter() - started)
+            await asyncio.sleep(0.1)
+        responses = await load
     assert all(r.status_code == 200 for r in responses), [
         r.text for r in responses if r.status_code != 200
     ]
-    return [r.json() for r in responses]
+    return [r.json() for r in responses], worst
 
 
 def test_concurrent_requests_are_batched_together_without_changing_scores(
     batching_server: ServerProcess,
 ) -> None:
     bodies = [rag_request(seed) for seed in range(16)]
-    together = asyncio.run(_concurrent(batching_server.url, bodies))
+    together, worst_ops_latency = asyncio.run(_concurrent(batching_server.url, bodies))
+    print(f"slowest /health or /metrics under full load: {worst_ops_latency * 1000:.0f} ms")
+    assert worst_ops_latency < 0.5, "inference must not block the event loop"
     metrics = httpx.get(batching_server.url + "/metrics").text
     batches = metric(metrics, "rerankd_batch_requests_count")
     single_request_batches = metric(metrics, "rerankd_batch_requests_bucket", 'le="1.0"')
