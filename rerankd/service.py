@@ -174,6 +174,8 @@ class RerankService:
         self._check_limits(query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
+        if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
+            logger.debug("rerank input", extra={"query": query, "documents": documents})
 
         unique: dict[str, int] = {}
         for document in documents:

@@ -79,20 +79,6 @@ class CohereRerankResponse(BaseModel):
     usage: dict
 
 
-@router.post(
-    "/v1/rerank",
-    summary="Rerank documents (Cohere / Jina / Xinference / vLLM)",
-    response_model=CohereRerankResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=body_schema(CohereRerankRequest),
-)
-@router.post(
-    "/v2/rerank",
-    summary="Rerank documents (Cohere v2 path)",
-    response_model=CohereRerankResponse,
-    responses=ERROR_RESPONSES,
-    openapi_extra=body_schema(CohereRerankRequest),
-)
 async def rerank(request: Request) -> JSONResponse:
     body = validate(CohereRerankRequest, await read_json(request))
     request.state.documents = len(body.documents)
@@ -116,4 +102,18 @@ async def rerank(request: Request) -> JSONResponse:
             },
             "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
         }
+    )
+
+
+# Cohere's SDK v1 posts to /v1/rerank and v2 to /v2/rerank; Jina, Xinference and vLLM use /v1.
+for _path in ("/v1/rerank", "/v2/rerank"):
+    router.add_api_route(
+        _path,
+        rerank,
+        methods=["POST"],
+        summary=f"Rerank documents (Cohere / Jina / Xinference / vLLM, {_path})",
+        response_model=CohereRerankResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=body_schema(CohereRerankRequest),
+        operation_id=f"rerank_cohere_{_path.split('/')[1]}",
     )
