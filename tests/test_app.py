@@ -73,3 +73,22 @@ def test_cors_is_off_unless_origins_are_configured() -> None:
         assert response.headers["access-control-allow-origin"] == "https://app.example"
         other = open_.options("/rerank", headers={**preflight, "Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+async def test_document_text_is_logged_only_at_debug(
+    bert_model, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    service = RerankService(Settings(model=[str(bert_model)], max_length=64))
+    await asyncio.to_thread(service.load)
+    try:
+        with caplog.at_level(logging.INFO, logger="rerankd"):
+            await service.rerank(RerankRequest("q", ["private zebra passage"]))
+        assert not any("zebra" in str(vars(record)) for record in caplog.records)
+        with caplog.at_level(logging.DEBUG, logger="rerankd"):
+            await service.rerank(RerankRequest("q", ["private zebra passage two"]))
+        assert any("zebra" in str(vars(record)) for record in caplog.records)
+    finally:
+        await service.close()
