@@ -1,3 +1,4 @@
 from rerankd.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: spawned children (the ONNX export) re-import this module
+    main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import tempfile
@@ -58,13 +59,48 @@ def ensure_exported(
     if not fp32.is_file():
         step("exporting to ONNX")
         _export(model, entry, uses_type_ids)
-    if options.dtype != "int8":
+    int8 = _cached_path(model, options)
+    if int8 == fp32:
         return fp32
-    int8 = entry / "model.int8.onnx"
     if not int8.is_file():
         step("quantizing to int8")
         _quantize(fp32, int8)
     return int8
+
+
+def ensure_exported_in_child(
+    model: ResolvedModel,
+    options: EngineOptions,
+    uses_type_ids: bool,
+    progress: Progress | None = None,
+) -> Path:
+    """`ensure_exported` in a short-lived child process when the cache misses.
+
+    Exporting imports torch and loads the full weights; done in the server's own process,
+    that memory (several hundred MB, more than the ONNX session itself) would stay resident
+    for the server's life. A cache hit needs no child.
+    """
+    path = _cached_path(model, options)
+    if path.is_file():
+        return path
+    if progress:
+        progress("exporting to ONNX in a child process")
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(
+        target=ensure_exported, args=(model, options, uses_type_ids), name="rerankd-onnx-export"
+    )
+    child.start()
+    child.join()
+    if child.exitcode != 0 or not path.is_file():
+        raise RuntimeError(
+            f"ONNX export of {model.name} failed (exit code {child.exitcode}); see the log above"
+        )
+    return path
+
+
+def _cached_path(model: ResolvedModel, options: EngineOptions) -> Path:
+    name = "model.int8.onnx" if options.dtype == "int8" else "model.onnx"
+    return cache_entry(model, options) / name
 
 
 class OnnxBackend:
@@ -81,7 +117,7 @@ class OnnxBackend:
             )
         import onnxruntime as ort
 
-        path = ensure_exported(model, options, uses_type_ids, progress)
+        path = ensure_exported_in_child(model, options, uses_type_ids, progress)
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.thread_count
         session_options.inter_op_num_threads = 1
