@@ -37,6 +37,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
+	$(PIP) install --quiet -e '.[bench]'
 	$(PY) -m bench.run_all
 
 clean:
