@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from rerankd.engine.options import EngineOptions, default_cache_dir
+from rerankd.engine.options import EngineOptions, default_batch_tokens, default_cache_dir
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -61,8 +61,10 @@ class Settings(BaseSettings):
     )
 
     # Batching and backpressure
-    max_batch_tokens: int = Field(
-        16384, ge=64, description="Padded tokens (longest x count) per batch."
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="Padded tokens (longest x count) per batch (default 2048 on CPU, 16384 on GPU).",
     )
     max_batch_size: int = Field(256, ge=1, description="Sequences per batch, at most.")
     max_queue_tokens: int = Field(
@@ -139,6 +141,10 @@ class Settings(BaseSettings):
     @property
     def devices(self) -> list[str]:
         return [d.strip() for d in self.device.split(",") if d.strip()] or ["cpu"]
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.max_batch_tokens or default_batch_tokens(self.devices[0])
 
     @property
     def auth_enabled(self) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 
 from rerankd.batching import cut_batches
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, Sequence, load_engine
+from rerankd.engine.options import default_batch_tokens
 from rerankd.errors import InvalidInput
 from rerankd.models import ModelSpec
 from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
@@ -31,7 +32,7 @@ class Reranker:
         device: str = "cpu",
         max_length: int = 512,
         threads: int | None = None,
-        max_batch_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
@@ -44,7 +45,7 @@ class Reranker:
             **extra,
         )
         self.engine: Engine = load_engine(ModelSpec.parse(str(model)), options)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
 
     @property
     def model(self) -> str:

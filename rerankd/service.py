@@ -100,7 +100,7 @@ class RerankService:
             self.metrics.load_seconds.labels(spec.name).set(seconds)
             batcher = DynamicBatcher(
                 [engine.run for engine in engines],
-                max_batch_tokens=self.settings.max_batch_tokens,
+                max_batch_tokens=self.settings.batch_tokens,
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_tokens=self.settings.max_queue_tokens,
                 max_wait_ms=self.settings.batch_wait_ms,

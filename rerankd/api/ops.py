@@ -69,7 +69,7 @@ async def info(request: Request) -> dict:
         "model_type": "reranker",
         "max_input_length": first.get("max_length"),
         "max_client_batch_size": settings.max_documents,
-        "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_tokens": settings.batch_tokens,
         "max_concurrent_requests": None,
         "ready": service.ready,
         "models": models,

@@ -259,7 +259,7 @@ def test_the_gpu_hpa_scales_on_a_metric_rerankd_exports(variant: str, docs: list
     source = (DEPLOY.parent / "rerankd" / "metrics.py").read_text()
     assert f'"{name}"' in source
     target = int(metric["pods"]["target"]["averageValue"])
-    assert target == settings_from_env({}).max_batch_tokens
+    assert target == settings_from_env({"RERANKD_DEVICE": "cuda"}).batch_tokens  # one GPU batch
 
 
 def test_the_base_is_not_deployable_alone() -> None:
