@@ -10,8 +10,12 @@ import json
 import time
 
 
-def measure(threads: int = 2, seconds_per_shape: float = 1.5) -> dict[str, object]:
-    """Best GFLOP/s over square and transformer-shaped GEMMs (tokens x h by h x 4h)."""
+def measure(threads: int = 2, trials: int = 5, seconds_per_trial: float = 0.4) -> dict[str, object]:
+    """Best GFLOP/s over square and transformer-shaped GEMMs (tokens x h by h x 4h).
+
+    Each shape gets several short trials and keeps its best: on a shared machine the best
+    trial is the one least disturbed, and a ceiling should not be lowered by noise.
+    """
     import torch
 
     torch.set_num_threads(threads)
@@ -21,14 +25,17 @@ def measure(threads: int = 2, seconds_per_shape: float = 1.5) -> dict[str, objec
         a = torch.randn(m, k)
         b = torch.randn(k, n)
         torch.mm(a, b)  # warm up (allocations, kernel choice)
-        runs, started = 0, time.perf_counter()
-        while True:
-            torch.mm(a, b)
-            runs += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds_per_shape:
-                break
-        rates[f"{m}x{k}x{n}"] = round(2.0 * m * k * n * runs / elapsed / 1e9, 1)
+        best = 0.0
+        for _ in range(trials):
+            runs, started = 0, time.perf_counter()
+            while True:
+                torch.mm(a, b)
+                runs += 1
+                elapsed = time.perf_counter() - started
+                if elapsed >= seconds_per_trial:
+                    break
+            best = max(best, 2.0 * m * k * n * runs / elapsed / 1e9)
+        rates[f"{m}x{k}x{n}"] = round(best, 1)
     return {"threads": threads, "gflops": max(rates.values()), "by_shape": rates}
 
 

@@ -1,0 +1,1 @@
+"""Servers that rerankd is compared with, written here as their users write them."""
