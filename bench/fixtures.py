@@ -173,21 +173,11 @@ def _workload_tokenizer(template_file: Path):
 
 
 def _save_fast_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
-    from transformers import PreTrainedTokenizerFast
+    from rerankd.devtools.synthetic import save_xlmr_tokenizer
 
     for stale in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (out / stale).unlink(missing_ok=True)
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=model_max_length,
-    ).save_pretrained(str(out))
+    save_xlmr_tokenizer(out, tokenizer, model_max_length)
 
 
 def _portable_tokenizer_files(out: Path, length: int) -> None:

@@ -89,7 +89,6 @@ def build_xlmr_cross_encoder(
     """An XLM-RoBERTa `ForSequenceClassification` with one label (the bge-reranker shape)."""
     import torch
     from transformers import (
-        PreTrainedTokenizerFast,
         XLMRobertaConfig,
         XLMRobertaForSequenceClassification,
     )
@@ -113,7 +112,15 @@ def build_xlmr_cross_encoder(
     model = XLMRobertaForSequenceClassification(config)
     _spread_head(model, seed)
     model.save_pretrained(str(out))
-    fast = PreTrainedTokenizerFast(
+    save_xlmr_tokenizer(out, tokenizer, max_positions - 2)
+    return out
+
+
+def save_xlmr_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
+    """Save a `tokenizers.Tokenizer` as a fast tokenizer with XLM-R's special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
@@ -122,10 +129,8 @@ def build_xlmr_cross_encoder(
         unk_token="<unk>",
         pad_token="<pad>",
         mask_token="<mask>",
-        model_max_length=max_positions - 2,
-    )
-    fast.save_pretrained(str(out))
-    return out
+        model_max_length=model_max_length,
+    ).save_pretrained(str(out))
 
 
 def _spread_head(model, seed: int) -> None:
