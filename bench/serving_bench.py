@@ -24,7 +24,7 @@ import numpy as np
 
 from bench import fixtures, loadgen, servers
 from bench.workload import Request, make_requests
-from rerankd.batching import cut_batches
+from rerankd.batching import run_sorted
 from rerankd.engine import EngineOptions, LongDocPolicy, load_engine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,10 +39,7 @@ def engine_pairs_per_s(
         sequences = [
             s for r in batch for s in engine.plan(r.query, r.documents, LongDocPolicy()).sequences
         ]
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        lengths = [len(sequences[i]) for i in order]
-        for cut in cut_batches(lengths, max_batch_tokens, 256):
-            engine.run([sequences[order[i]] for i in cut])
+        run_sorted(engine.run, sequences, max_batch_tokens)
 
     score(requests[:2])  # warm up
     started = time.perf_counter()

@@ -49,6 +49,26 @@ def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: i
     return batches
 
 
+def run_sorted(
+    runner: Runner, items: Sequence[Sized], max_batch_tokens: int, max_batch_size: int = 256
+) -> np.ndarray:
+    """Run `items` in length-sorted batches cut by `cut_batches`, in one call, no queue.
+
+    Outputs come back in the caller's order. The in-process `Reranker` and the benchmarks'
+    engine-alone baseline use it; the server goes through `DynamicBatcher` instead.
+    """
+    order = sorted(range(len(items)), key=lambda i: len(items[i]))
+    lengths = [len(items[i]) for i in order]
+    outputs: np.ndarray | None = None
+    for batch in cut_batches(lengths, max_batch_tokens, max_batch_size):
+        rows = [order[i] for i in batch]
+        result = runner([items[r] for r in rows])
+        if outputs is None:
+            outputs = np.empty((len(items), *result.shape[1:]), dtype=result.dtype)
+        outputs[rows] = result
+    return outputs if outputs is not None else np.empty((0,), dtype=np.float32)
+
+
 class BatchObserver(Protocol):
     """Receives what the batcher does, for metrics; every method must be cheap."""
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankd.batching import cut_batches
-from rerankd.engine import Engine, EngineOptions, LongDocPolicy, Sequence, load_engine
+from rerankd.batching import run_sorted
+from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
 from rerankd.engine.options import default_batch_tokens
 from rerankd.errors import InvalidInput
 from rerankd.models import ModelSpec
@@ -69,8 +69,10 @@ class Reranker:
                 raise InvalidInput(f"pairs[{position}] must be a (query, document) pair")
             by_query.setdefault(pair[0], []).append(position)
         for query, positions in by_query.items():
-            documents = [pairs[p][1] for p in positions]
-            scores[positions] = self._scores(query, documents, raw, policy or LongDocPolicy())
+            checked_query, documents = check_inputs(query, [pairs[p][1] for p in positions])
+            scores[positions] = self._scores(
+                checked_query, documents, raw, policy or LongDocPolicy()
+            )
         return scores
 
     def rerank(
@@ -91,22 +93,8 @@ class Reranker:
     def _scores(
         self, query: str, documents: list[str], raw: bool, policy: LongDocPolicy
     ) -> np.ndarray:
-        query, documents = check_inputs(query, documents)
+        """Scores of inputs already checked by `check_inputs`."""
         plan = self.engine.plan(query, documents, policy)
-        outputs = self._run_sorted(plan.sequences)
+        outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
         return scores if raw else self.engine.normalize(scores)
-
-    def _run_sorted(self, sequences: list[Sequence]) -> np.ndarray:
-        """Length-sorted token-budget batches, outputs put back in the caller's order."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        lengths = [len(sequences[i]) for i in order]
-        outputs: np.ndarray | None = None
-        for batch in cut_batches(lengths, self.max_batch_tokens, max_batch_size=256):
-            rows = [order[i] for i in batch]
-            result = self.engine.run([sequences[r] for r in rows])
-            if outputs is None:
-                outputs = np.empty((len(sequences), *result.shape[1:]), dtype=result.dtype)
-            outputs[rows] = result
-        assert outputs is not None
-        return outputs

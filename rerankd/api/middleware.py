@@ -72,9 +72,7 @@ class RequestGuard:
             self.metrics.in_flight.inc()
         try:
             await self._guard(scope, headers, path)
-            await self._run_until_disconnect(
-                scope, self._limit_body(receive, headers), send_with_id
-            )
+            await self._run_until_disconnect(scope, self._limit_body(receive), send_with_id)
         except RerankError as error:
             await self._reject(send_with_id, error)
         finally:
@@ -105,7 +103,7 @@ class RequestGuard:
                 self.metrics.rejected.labels("rate_limited").inc()
                 raise
 
-    def _limit_body(self, receive: Receive, headers: dict[str, str]) -> Receive:
+    def _limit_body(self, receive: Receive) -> Receive:
         """Count body bytes as they arrive: a chunked body has no Content-Length to trust."""
         limit = self.settings.max_body_bytes
         seen = 0
