@@ -259,3 +259,121 @@ def test_vllm_score_bad_input(http: httpx.Client, body: dict, status: int, fragm
     response = http.post("/v1/score", json=body)
     assert response.status_code == status, response.text
     assert fragment in error_message(response)
+
+
+# --- Mixedbread ------------------------------------------------------------------------------
+
+
+def mixedbread(server: ServerProcess):
+    from mixedbread import Mixedbread
+
+    return Mixedbread(api_key="not-needed", base_url=server.url, max_retries=0, timeout=60)
+
+
+def test_mixedbread_sdk_rerank(server: ServerProcess) -> None:
+    expected = native_ranking(server)
+    response = mixedbread(server).rerank(model=MODEL, query=QUERY, input=DOCUMENTS)
+    assert_same_ranking([(d.index, d.score) for d in response.data], expected)
+    assert response.object == "list" and response.model == MODEL
+    assert response.top_k == len(DOCUMENTS) and response.return_input is False
+    assert all(d.input is None and d.object == "rank_result" for d in response.data)
+    assert response.usage.total_tokens == response.usage.prompt_tokens
+
+    top = mixedbread(server).rerank(query=QUERY, input=DOCUMENTS, top_k=2, return_input=True)
+    assert_same_ranking([(d.index, d.score) for d in top.data], expected[:2])
+    assert [d.input for d in top.data] == [DOCUMENTS[d.index] for d in top.data]
+    assert top.top_k == 2 and top.return_input is True
+
+    many = mixedbread(server).rerank(query=QUERY, input=DOCUMENTS, top_k=100)
+    assert_same_ranking([(d.index, d.score) for d in many.data], expected)
+
+
+def test_mixedbread_objects_and_rank_fields(server: ServerProcess) -> None:
+    expected = native_ranking(server)
+    objects = [{"title": f"doc {i}", "body": d, "year": 2020 + i} for i, d in enumerate(DOCUMENTS)]
+    response = mixedbread(server).rerank(
+        query=QUERY, input=objects, rank_fields=["body"], return_input=True
+    )
+    assert_same_ranking([(d.index, d.score) for d in response.data], expected)
+    assert [d.input for d in response.data] == [objects[d.index] for d in response.data]
+
+    # Without rank_fields every field is read: "title: ...\nbody: ...\nyear: ..." per object.
+    rendered = [f"title: doc {i}\nbody: {d}\nyear: {2020 + i}" for i, d in enumerate(DOCUMENTS)]
+    whole = mixedbread(server).rerank(query=QUERY, input=objects)
+    assert_same_ranking([(d.index, d.score) for d in whole.data], native_ranking(server, rendered))
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "fragment"),
+    [
+        ({"input": []}, 400, "documents is empty"),
+        ({"input": "one string"}, 422, "input"),
+        ({"input": [{"a": 1}], "rank_fields": ["b"]}, 422, "documents[0] has none"),
+        ({"rank_fields": []}, 422, "rank_fields is empty"),
+        ({"top_k": 0}, 400, "top_k"),
+        ({"top_k": -2}, 422, "top_k"),
+        ({"rewrite_query": True}, 400, "rewrite_query"),
+        ({"return_input": "yes"}, 422, "return_input"),
+        ({"model": "mxbai-rerank-large-v2"}, 404, "not served"),
+        ({"input": ["d"] * 21}, 413, "at most 20"),
+        ({"query": ""}, 400, "query is empty"),
+    ],
+)
+def test_mixedbread_bad_input(http: httpx.Client, extra: dict, status: int, fragment: str) -> None:
+    response = http.post("/v1/reranking", json={"query": QUERY, "input": DOCUMENTS, **extra})
+    assert response.status_code == status, response.text
+    assert fragment in error_message(response)
+
+
+def test_mixedbread_sdk_raises_its_own_errors(server: ServerProcess) -> None:
+    import mixedbread as sdk
+
+    with pytest.raises(sdk.NotFoundError, match="not served here"):
+        mixedbread(server).rerank(model="nope", query=QUERY, input=DOCUMENTS)
+    with pytest.raises(sdk.BadRequestError, match="rewrite_query"):
+        mixedbread(server).rerank(query=QUERY, input=DOCUMENTS, rewrite_query=True)
+
+
+# --- Object documents on the Cohere route ----------------------------------------------------
+
+
+def test_cohere_v1_sdk_rank_fields(server: ServerProcess) -> None:
+    import cohere
+
+    expected = native_ranking(server)
+    objects = [{"title": f"doc {i}", "content": d} for i, d in enumerate(DOCUMENTS)]
+    client = cohere.Client(api_key="not-needed", base_url=server.url, timeout=60)
+    response = client.rerank(
+        model=MODEL, query=QUERY, documents=objects, rank_fields=["content"], return_documents=True
+    )
+    assert_same_ranking([(r.index, r.relevance_score) for r in response.results], expected)
+    for result in response.results:  # the object comes back as it was sent
+        assert result.document is not None
+        assert result.document.dict(exclude_none=True) == objects[result.index]
+
+
+def test_cohere_objects_rendering(http: httpx.Client, server: ServerProcess) -> None:
+    objects = [
+        {"text": "ignored without rank_fields?", "meta": {"title": "Orchards"}, "n": [1, 2]},
+        {"text": DOCUMENTS[0]},
+    ]
+    # Default rank field is `text`, as Cohere's.
+    answer = http.post("/v1/rerank", json={"query": QUERY, "documents": objects}).json()
+    assert_same_ranking(
+        [(r["index"], r["relevance_score"]) for r in answer["results"]],
+        native_ranking(server, [objects[0]["text"], objects[1]["text"]]),
+    )
+    # Several fields, a dotted name and a non-string value, in rank_fields' order.
+    answer = http.post(
+        "/v1/rerank",
+        json={
+            "query": QUERY,
+            "documents": objects[:1],
+            "rank_fields": ["meta.title", "n", "missing"],
+            "return_documents": True,
+        },
+    ).json()
+    expected = native_ranking_raw(server, QUERY, ["meta.title: Orchards\nn: [1,2]"])
+    assert answer["results"][0]["relevance_score"] == pytest.approx(expected[0][1], abs=1e-5)
+    assert answer["results"][0]["document"] == objects[0]
+    assert answer["data"][0]["document"] == "meta.title: Orchards\nn: [1,2]"

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
+from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
 from rerankd.api.fields import Text
 from rerankd.api.lenient import WordBool
@@ -29,19 +30,16 @@ from rerankd.service import RerankRequest
 router = APIRouter(tags=["rerank"])
 
 
-class TextDocument(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    text: Text
-
-
 class CohereRerankRequest(VoyageFields, VllmFields):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
     query: Text
-    documents: Annotated[list[Text | TextDocument], Field(json_schema_extra={"minItems": 1})] = (
-        Field(description="Strings, or objects with a `text` field.")
+    documents: Annotated[list[Text | JsonObject], Field(json_schema_extra={"minItems": 1})] = Field(
+        description="Strings, or objects: their `text`, or the `rank_fields`, are read."
+    )
+    rank_fields: list[StrictStr] | None = Field(
+        None, description="Cohere v1: the object fields to rank on (see rerankd.api.documents)."
     )
     top_n: StrictInt | None = Field(
         None,
@@ -60,7 +58,12 @@ class CohereRerankRequest(VoyageFields, VllmFields):
     raw_scores: WordBool = Field(False, description="Raw logits instead of sigmoid scores.")
 
     def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
+        return render_all(self.documents, self.rank_fields, default_fields="text")
+
+    def sent(self, index: int) -> JsonObject:
+        """A document as Cohere returns it: `{text}` for a string, else the object as sent."""
+        document = self.documents[index]
+        return {"text": document} if isinstance(document, str) else document
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -78,14 +81,10 @@ class CohereRerankRequest(VoyageFields, VllmFields):
         )
 
 
-class DocumentText(BaseModel):
-    text: str
-
-
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
-    document: DocumentText | None = None
+    document: dict | None = Field(None, description="`{text}`, or the object as it was sent.")
 
 
 class CohereRerankResponse(BaseModel):
@@ -110,7 +109,7 @@ async def rerank(request: Request) -> JSONResponse:
             "object": "list",
             "model": result.model,
             "results": [
-                {"index": r.index, "relevance_score": r.score, "document": {"text": r.document}}
+                {"index": r.index, "relevance_score": r.score, "document": body.sent(r.index)}
                 if body.return_documents
                 else {"index": r.index, "relevance_score": r.score}
                 for r in result.results
