@@ -21,7 +21,7 @@ from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Text
+from rerankd.api.fields import Text, instruction_field
 from rerankd.api.lenient import WordBool
 from rerankd.api.vllm import VllmFields
 from rerankd.api.voyage import VoyageFields, VoyageResult, render_data
@@ -56,6 +56,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
         None, ge=1, description="Split long documents into chunks (at most this many)."
     )
     raw_scores: WordBool = Field(False, description="Raw logits instead of sigmoid scores.")
+    instruction: StrictStr | None = instruction_field()
 
     def texts(self) -> list[str]:
         return render_all(self.documents, self.rank_fields, default_fields="text")
@@ -78,6 +79,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
             max_chunks_per_doc=self.max_chunks_per_doc,
             truncation_direction=self.truncation_side or "right",
             allow_truncation=self.truncation is not False,
+            instruction=self.instruction,
         )
 
 

@@ -21,7 +21,7 @@ from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Text
+from rerankd.api.fields import Text, instruction_field
 from rerankd.errors import InvalidInput
 from rerankd.service import RerankRequest
 
@@ -44,6 +44,7 @@ class MixedbreadRerankRequest(BaseModel):
     )
     return_input: StrictBool = Field(False, description="Return each input as it was sent.")
     rewrite_query: StrictBool = Field(False, description="Must be false: no query rewriting.")
+    instruction: StrictStr | None = instruction_field()
 
     def to_internal(self) -> RerankRequest:
         if self.rewrite_query:
@@ -56,6 +57,7 @@ class MixedbreadRerankRequest(BaseModel):
             model=self.model,
             top_n=None if self.top_k == -1 else self.top_k,
             clamp_top_n=True,
+            instruction=self.instruction,
         )
 
 
