@@ -213,3 +213,15 @@ def test_unmapped_errors() -> None:
         assert proxy.value.status == 502
         with pytest.raises(InvalidInput, match="Validation failed"):
             client.models()
+
+
+def test_readme_client_example_runs(server: ServerProcess, capsys: pytest.CaptureFixture) -> None:
+    """The README's `py` block (not a `python` block: it needs a server) runs as written."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```py\n(.*?)```", readme, re.DOTALL) if "Client(" in b]
+    exec(compile(block.replace("http://localhost:8000", server.url), "README.md", "exec"), {})
+    index, score, document = capsys.readouterr().out.splitlines()[0].split(" ", 2)
+    assert document == ["Paris is in France.", "Bananas are yellow."][int(index)]
+    assert 0.0 <= float(score) <= 1.0

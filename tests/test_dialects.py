@@ -377,3 +377,39 @@ def test_cohere_objects_rendering(http: httpx.Client, server: ServerProcess) -> 
     assert answer["results"][0]["relevance_score"] == pytest.approx(expected[0][1], abs=1e-5)
     assert answer["results"][0]["document"] == objects[0]
     assert answer["data"][0]["document"] == "meta.title: Orchards\nn: [1,2]"
+
+
+# --- OpenAPI -----------------------------------------------------------------------------------
+
+
+def test_openapi_documents_every_new_route_and_body(http: httpx.Client) -> None:
+    """Schemathesis (tests/test_openapi.py) fuzzes whatever this documents, so check it is all
+    there: each route, its request body's schema and its response's."""
+    spec = http.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    routes = {
+        "/v1/rerank": ("CohereRerankRequest", "CohereRerankResponse"),
+        "/v2/rerank": ("CohereRerankRequest", "CohereRerankResponse"),
+        "/v1/reranking": ("MixedbreadRerankRequest", "MixedbreadRerankResponse"),
+        "/score": ("ScoreRequest", "ScoreResponse"),
+        "/v1/score": ("ScoreRequest", "ScoreResponse"),
+    }
+    for path, (request_model, response_model) in routes.items():
+        post = spec["paths"][path]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{request_model}"}, path
+        ok = post["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{response_model}"}, path
+        assert {"400", "404", "413", "422"} <= set(post["responses"]), path
+    fields = set(schemas["CohereRerankRequest"]["properties"])
+    assert {"top_k", "truncation", "truncate_prompt_tokens", "use_activation"} <= fields
+    assert {"rank_fields", "return_documents", "instruction"} <= fields
+    assert {"text_1", "text_2", "queries", "documents", "items", "data_1", "data_2"} <= set(
+        schemas["ScoreRequest"]["properties"]
+    )
+    assert {"input", "rank_fields", "top_k", "return_input"} <= set(
+        schemas["MixedbreadRerankRequest"]["properties"]
+    )
+    assert {"data", "object", "results", "meta", "usage"} <= set(
+        schemas["CohereRerankResponse"]["properties"]
+    )
