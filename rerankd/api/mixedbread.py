@@ -64,7 +64,7 @@ class MixedbreadRerankRequest(BaseModel):
 class MixedbreadResult(BaseModel):
     index: int
     score: float
-    input: str | dict | None = None
+    input: str | dict[str, object] | None = None
     object: str = "rank_result"
 
 

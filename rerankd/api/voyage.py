@@ -41,7 +41,7 @@ class VoyageResult(BaseModel):
     document: str | None = None
 
 
-def render_data(results: list[RankedDocument], return_documents: bool) -> list[dict]:
+def render_data(results: list[RankedDocument], return_documents: bool) -> list[dict[str, object]]:
     """Voyage's `data` array: the document is the plain string, when asked for."""
     return [
         {"index": r.index, "relevance_score": r.score, "document": r.document}
