@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,11 +24,14 @@ from rerankd.errors import BackendFailed, NotReady, Overloaded
 
 logger = logging.getLogger(__name__)
 
-Runner = Callable[[list], np.ndarray]
-
 
 class Sized(Protocol):
     def __len__(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Sized)
+# A replica: one batch of items in, one output row per item out.
+Runner = Callable[[list[Item]], np.ndarray]
 
 
 def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[range]:
@@ -50,7 +53,7 @@ def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: i
 
 
 def run_sorted(
-    runner: Runner, items: Sequence[Sized], max_batch_tokens: int, max_batch_size: int = 256
+    runner: Runner[Item], items: Sequence[Item], max_batch_tokens: int, max_batch_size: int = 256
 ) -> np.ndarray:
     """Run `items` in length-sorted batches cut by `cut_batches`, in one call, no queue.
 
@@ -82,12 +85,12 @@ class BatchObserver(Protocol):
 
 
 @dataclass(eq=False)
-class _Job:
+class _Job(Generic[Item]):
     """One request's sequences and the future its caller awaits."""
 
-    items: list
+    items: Sequence[Item]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
+    future: asyncio.Future[np.ndarray]
     tokens: int
     outputs: np.ndarray | None = None
     remaining: int = 0
@@ -114,29 +117,29 @@ class _Job:
         self.loop.call_soon_threadsafe(_reject, self.future, error)
 
 
-def _resolve(future: asyncio.Future, value: np.ndarray) -> None:
+def _resolve(future: asyncio.Future[np.ndarray], value: np.ndarray) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _reject(future: asyncio.Future, error: BaseException) -> None:
+def _reject(future: asyncio.Future[np.ndarray], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
 
 
 @dataclass(frozen=True)
-class _Entry:
-    job: _Job
+class _Entry(Generic[Item]):
+    job: _Job[Item]
     row: int
     length: int
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[Item]):
     """One queue for a model, drained by one inference thread per replica."""
 
     def __init__(
         self,
-        replicas: list[Runner],
+        replicas: list[Runner[Item]],
         *,
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
@@ -154,7 +157,7 @@ class DynamicBatcher:
         self._max_wait = max_wait_ms / 1000.0
         self._observer = observer
         self._name = name
-        self._pending: list[_Entry] = []
+        self._pending: list[_Entry[Item]] = []
         self._queued_tokens = 0
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -187,7 +190,7 @@ class DynamicBatcher:
             thread.join(timeout=30)
         self._threads.clear()
 
-    async def submit(self, items: list[Sized]) -> np.ndarray:
+    async def submit(self, items: Sequence[Item]) -> np.ndarray:
         """Queue a request's sequences; returns one output row per item, in order."""
         if not items:
             return np.empty((0,), dtype=np.float32)
@@ -210,12 +213,13 @@ class DynamicBatcher:
             self._report_queue()
             self._cond.notify()
         try:
-            return await job.future
+            result: np.ndarray = await job.future
+            return result
         except asyncio.CancelledError:
             self._cancel(job)
             raise
 
-    def _cancel(self, job: _Job) -> None:
+    def _cancel(self, job: _Job[Item]) -> None:
         """Drop a cancelled request's queued sequences (a client gone, or a timeout)."""
         with job.lock:
             job.cancelled = True
@@ -229,7 +233,7 @@ class DynamicBatcher:
         if self._observer:
             self._observer.queue_changed(len(self._pending), self._queued_tokens)
 
-    def _take(self, was_idle: bool) -> list[_Entry] | None:
+    def _take(self, was_idle: bool) -> list[_Entry[Item]] | None:
         """Wait for work and take it; None when stopping."""
         with self._cond:
             while self._running and not self._pending:
@@ -241,7 +245,8 @@ class DynamicBatcher:
                 # Coming off a busy round with little waiting: a moment lets a burst join.
                 self._cond.wait(self._max_wait)
             limit = self._take_limit()
-            taken, tokens = [], 0
+            taken: list[_Entry[Item]] = []
+            tokens = 0
             for entry in self._pending:
                 if tokens >= limit:
                     break
@@ -256,7 +261,7 @@ class DynamicBatcher:
         # One replica takes everything; several share the queue a few batches at a time.
         return float("inf") if len(self._replicas) == 1 else 4 * self.max_batch_tokens
 
-    def _work(self, runner: Runner) -> None:
+    def _work(self, runner: Runner[Item]) -> None:
         was_idle = True
         while (taken := self._take(was_idle)) is not None:
             entries = sorted((e for e in taken if not e.job.cancelled), key=lambda e: e.length)
@@ -265,7 +270,7 @@ class DynamicBatcher:
                 self._run_batch(runner, [entries[i] for i in batch])
             was_idle = False
 
-    def _run_batch(self, runner: Runner, entries: list[_Entry]) -> None:
+    def _run_batch(self, runner: Runner[Item], entries: list[_Entry[Item]]) -> None:
         entries = [e for e in entries if not e.job.cancelled]
         if not entries:
             return
@@ -280,7 +285,7 @@ class DynamicBatcher:
                 job.fail(error)
             return
         elapsed = time.perf_counter() - started
-        by_job: dict[_Job, list[int]] = {}
+        by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)
         for job, positions in by_job.items():

@@ -9,7 +9,7 @@ import numpy as np
 
 from rerankd.batching import run_sorted
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
-from rerankd.engine.options import default_batch_tokens
+from rerankd.engine.options import default_batch_tokens, default_cache_dir
 from rerankd.errors import InvalidInput
 from rerankd.models import ModelSpec
 from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
@@ -35,14 +35,13 @@ class Reranker:
         max_batch_tokens: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
             dtype=dtype,  # type: ignore[arg-type]
             device=device,
             max_length=max_length,
             threads=threads,
-            **extra,
+            cache_dir=cache_dir or default_cache_dir(),
         )
         self.engine: Engine = load_engine(ModelSpec.parse(str(model)), options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -27,7 +28,7 @@ class DrainingServer(uvicorn.Server):
         self.exit_code = 0
         self._draining = False
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.loaded_app
         if self._draining or app is None:
             super().handle_exit(sig, frame)

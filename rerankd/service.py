@@ -17,7 +17,7 @@ import numpy as np
 from rerankd.batching import DynamicBatcher
 from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
 from rerankd.config import Settings
-from rerankd.engine import Engine, LongDocPolicy, load_engine
+from rerankd.engine import Engine, LongDocPolicy, Sequence, load_engine
 from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.metrics import Metrics
 from rerankd.models import ModelSpec, resolve
@@ -61,9 +61,9 @@ class ServedModel:
 
     name: str
     engines: list[Engine]
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher[Sequence]
     load_seconds: float
-    identity: tuple = field(default=())
+    identity: tuple[object, ...] = field(default=())
 
     @property
     def engine(self) -> Engine:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -75,8 +75,8 @@ class CohereRerankResponse(BaseModel):
     id: str
     model: str
     results: list[CohereResult]
-    meta: dict
-    usage: dict
+    meta: dict[str, Any]
+    usage: dict[str, Any]
 
 
 async def rerank(request: Request) -> JSONResponse:

@@ -7,6 +7,8 @@ The common body is `{"error": {"message", "type", "code"}}`; TEI clients get TEI
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -50,13 +52,16 @@ def error_response(
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
     if getattr(request.state, "dialect", None) == TEI_DIALECT:
-        body: dict = {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
+        body: dict[str, object] = {
+            "error": message,
+            "error_type": _TEI_TYPES.get(status, "Backend"),
+        }
     else:
         body = {"error": {"message": message, "type": kind, "code": status}, "detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def describe_validation_error(errors: list) -> str:
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
     """Pydantic's error list as one readable sentence per problem."""
     parts = []
     for error in errors[:10]:
@@ -99,7 +104,7 @@ class AnyErrorBody(RootModel[ErrorBody | TeiErrorBody]):
     """Errors on `/rerank`, where a TEI-dialect request gets TEI's error shape."""
 
 
-ERROR_RESPONSES: dict[int | str, dict] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Invalid input (empty query or documents, bad JSON)",
@@ -112,6 +117,6 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     }.items()
 }
 
-RERANK_ERROR_RESPONSES: dict[int | str, dict] = {
+RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**spec, "model": AnyErrorBody} for status, spec in ERROR_RESPONSES.items()
 }
