@@ -15,6 +15,15 @@ from pathlib import Path
 import httpx
 
 
+def metric(text: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of one metric in Prometheus text (optionally filtered by a label substring)."""
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
