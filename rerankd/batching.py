@@ -20,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from rerankd.admission import DrainRate
 from rerankd.errors import BackendFailed, NotReady, Overloaded
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class BatchObserver(Protocol):
 
     def rejected(self, reason: str) -> None: ...
 
+    def queue_wait(self, seconds: float) -> None: ...
+
 
 @dataclass(eq=False)
 class _Job(Generic[Item]):
@@ -97,6 +100,8 @@ class _Job(Generic[Item]):
     cancelled: bool = False
     failed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    queued_at: float = field(default_factory=time.perf_counter)
+    started: bool = False  # its first batch has begun (the queue wait is over)
 
     def deliver(self, rows: list[int], values: np.ndarray) -> None:
         with self.lock:
@@ -162,6 +167,7 @@ class DynamicBatcher(Generic[Item]):
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = False
+        self._drain = DrainRate()
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -190,6 +196,24 @@ class DynamicBatcher(Generic[Item]):
             thread.join(timeout=30)
         self._threads.clear()
 
+    def admit(self, tokens: int) -> None:
+        """Refuse now (`Overloaded`) if `tokens` more would not fit: a cheap check before the
+        caller spends time tokenizing; `submit` checks the exact count again."""
+        with self._cond:
+            self._check_room(tokens)
+
+    def _check_room(self, tokens: int) -> None:
+        # An empty queue takes any one request, however large: it can only wait for itself.
+        if self._pending and self._queued_tokens + tokens > self.max_queue_tokens:
+            if self._observer:
+                self._observer.rejected("overloaded")
+            excess = self._queued_tokens + tokens - self.max_queue_tokens
+            raise Overloaded(
+                f"the queue holds {self._queued_tokens} tokens; this request's {tokens} "
+                f"would pass the limit of {self.max_queue_tokens}. Retry shortly.",
+                retry_after=self._drain.retry_after(excess),
+            )
+
     async def submit(self, items: Sequence[Item]) -> np.ndarray:
         """Queue a request's sequences; returns one output row per item, in order."""
         if not items:
@@ -200,14 +224,7 @@ class DynamicBatcher(Generic[Item]):
         with self._cond:
             if not self._running:
                 raise NotReady("the batcher is not running")
-            if self._pending and self._queued_tokens + job.tokens > self.max_queue_tokens:
-                if self._observer:
-                    self._observer.rejected("overloaded")
-                raise Overloaded(
-                    f"the queue holds {self._queued_tokens} tokens; this request's {job.tokens} "
-                    f"would pass the limit of {self.max_queue_tokens}. Retry shortly.",
-                    retry_after=1.0,
-                )
+            self._check_room(job.tokens)
             self._pending.extend(_Entry(job, row, n) for row, n in enumerate(lengths))
             self._queued_tokens += job.tokens
             self._report_queue()
@@ -275,6 +292,10 @@ class DynamicBatcher(Generic[Item]):
         if not entries:
             return
         started = time.perf_counter()
+        for job in {e.job for e in entries if not e.job.started}:
+            job.started = True
+            if self._observer:
+                self._observer.queue_wait(started - job.queued_at)
         try:
             outputs = runner([e.job.items[e.row] for e in entries])
         except Exception as exc:  # noqa: BLE001 - one batch's failure must not stop the thread
@@ -285,6 +306,7 @@ class DynamicBatcher(Generic[Item]):
                 job.fail(error)
             return
         elapsed = time.perf_counter() - started
+        self._drain.add(sum(e.length for e in entries))
         by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)

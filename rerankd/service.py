@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rerankd.admission import estimate_tokens
 from rerankd.batching import DynamicBatcher
 from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
 from rerankd.config import Settings
@@ -192,6 +193,12 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
+            chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
+            served.batcher.admit(
+                estimate_tokens(
+                    len(query), (len(texts[i]) for i in missing), engine.max_length, chunks
+                )
+            )  # refuse an overloaded request before paying for its tokenization
             plan = await asyncio.to_thread(engine.plan, query, [texts[i] for i in missing], policy)
             outputs = await served.batcher.submit(plan.sequences)
             scores = plan.combine(outputs)
@@ -234,7 +241,10 @@ class RerankService:
         return LongDocPolicy(
             strategy=request.strategy or s.long_document_strategy,  # type: ignore[arg-type]
             max_tokens_per_doc=request.max_tokens_per_doc,
-            max_chunks_per_doc=request.max_chunks_per_doc or s.max_chunks_per_doc,
+            # A client may ask for fewer chunks than the server allows, never more.
+            max_chunks_per_doc=min(
+                request.max_chunks_per_doc or s.max_chunks_per_doc, s.max_chunks_per_doc
+            ),
             overlap=s.chunk_overlap,
             direction=request.truncation_direction,  # type: ignore[arg-type]
             allow_truncation=request.allow_truncation,
