@@ -57,11 +57,12 @@ def run_server(
     log_dir: Path,
     ready_timeout: float = 120.0,
     wait_ready: bool = True,
+    module: str = "rerankd",
 ) -> Iterator[ServerProcess]:
-    """`rerankd serve ARGS --port <free>`; waits until /health answers 200."""
+    """`python -m MODULE serve ARGS --port <free>`; waits until /health answers 200."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "rerankd", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -55,6 +55,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.lifecycle = Lifecycle()
+    service.metrics.track_state(lambda: service.ready, lambda: app.state.lifecycle.draining)
 
     app.include_router(native.router)
     app.include_router(cohere.router)
