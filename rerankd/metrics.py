@@ -106,6 +106,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.cache_entries = Gauge(
+            "rerankd_cache_entries", "Scores held by the in-memory cache.", registry=r
+        )
         self.cache_hits = Counter(
             "rerankd_cache_hits", "Scores found in the cache.", ["backend"], registry=r
         )

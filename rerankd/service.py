@@ -136,6 +136,8 @@ class RerankService:
             if self.settings.redis_url
             else None
         )
+        if memory is not None:
+            self.metrics.cache_entries.set_function(lambda: len(memory))
         if memory is None and shared is None:
             return None
         return TieredCache(memory, shared)
