@@ -6,7 +6,9 @@ characters (bounded by what the model can run), the queue is checked with that e
 and only an admitted request is tokenized; the exact count is checked again at submission.
 
 `Retry-After` comes from how fast the queue has been draining, not a constant: a client told
-to come back in 1 s while the queue needs 20 s to drain only comes back to another 429.
+to come back in 1 s while the queue needs 20 s to drain only comes back to another 429. The
+same rate bounds the queue in time: a request that would wait past its deadline is refused
+now (429) instead of timing out later (504) after taking a place in the queue.
 """
 
 from __future__ import annotations
@@ -35,28 +37,32 @@ def estimate_tokens(
 
 
 class DrainRate:
-    """Tokens per second the replicas completed over the last `window` seconds."""
+    """Tokens per second the replicas run while busy, from the batches of the last `window`
+    seconds: their speed, not the recent traffic, so that a lightly loaded server is not
+    taken for a slow one."""
 
-    def __init__(self, window: float = 10.0) -> None:
+    def __init__(self, window: float = 10.0, replicas: int = 1) -> None:
         self._window = window
-        self._done: collections.deque[tuple[float, int]] = collections.deque()
+        self._replicas = replicas
+        self._done: collections.deque[tuple[float, int, float]] = collections.deque()
         self._lock = threading.Lock()
 
-    def add(self, tokens: int, now: float | None = None) -> None:
+    def add(self, tokens: int, seconds: float, now: float | None = None) -> None:
+        """One batch of `tokens` real tokens ran in `seconds`."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._done.append((now, tokens))
+            self._done.append((now, tokens, seconds))
             self._trim(now)
 
     def per_second(self, now: float | None = None) -> float | None:
-        """None until something completed in the window."""
+        """None until a batch completed in the window."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._trim(now)
-            if not self._done:
+            busy = sum(seconds for _, _, seconds in self._done)
+            if busy <= 0:
                 return None
-            span = max(now - self._done[0][0], 1.0)
-            return sum(tokens for _, tokens in self._done) / span
+            return self._replicas * sum(tokens for _, tokens, _ in self._done) / busy
 
     def retry_after(self, excess_tokens: int, now: float | None = None) -> float:
         """Seconds until `excess_tokens` more have drained, clamped to [1, 60]."""

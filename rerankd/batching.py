@@ -149,6 +149,7 @@ class DynamicBatcher(Generic[Item]):
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
         max_queue_tokens: int = 1_000_000,
+        max_queue_seconds: float | None = None,
         max_wait_ms: float = 2.0,
         observer: BatchObserver | None = None,
         name: str = "model",
@@ -159,6 +160,7 @@ class DynamicBatcher(Generic[Item]):
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_queue_tokens = max_queue_tokens
+        self.max_queue_seconds = max_queue_seconds
         self._max_wait = max_wait_ms / 1000.0
         self._observer = observer
         self._name = name
@@ -167,7 +169,7 @@ class DynamicBatcher(Generic[Item]):
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = False
-        self._drain = DrainRate()
+        self._drain = DrainRate(replicas=len(replicas))
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -202,15 +204,25 @@ class DynamicBatcher(Generic[Item]):
         with self._cond:
             self._check_room(tokens)
 
+    def _room(self) -> int:
+        """Tokens the queue may hold: its bound, or fewer when the replicas' recent speed says
+        the last of them would wait past `max_queue_seconds` (it would only time out)."""
+        rate = self._drain.per_second() if self.max_queue_seconds is not None else None
+        if rate is None or self.max_queue_seconds is None:
+            return self.max_queue_tokens
+        return min(self.max_queue_tokens, int(rate * self.max_queue_seconds))
+
     def _check_room(self, tokens: int) -> None:
         # An empty queue takes any one request, however large: it can only wait for itself.
-        if self._pending and self._queued_tokens + tokens > self.max_queue_tokens:
+        room = self._room()
+        if self._pending and self._queued_tokens + tokens > room:
             if self._observer:
                 self._observer.rejected("overloaded")
-            excess = self._queued_tokens + tokens - self.max_queue_tokens
+            excess = self._queued_tokens + tokens - room
+            why = "" if room == self.max_queue_tokens else " (what drains before the timeout)"
             raise Overloaded(
                 f"the queue holds {self._queued_tokens} tokens; this request's {tokens} "
-                f"would pass the limit of {self.max_queue_tokens}. Retry shortly.",
+                f"would pass the limit of {room}{why}. Retry shortly.",
                 retry_after=self._drain.retry_after(excess),
             )
 
@@ -306,7 +318,7 @@ class DynamicBatcher(Generic[Item]):
                 job.fail(error)
             return
         elapsed = time.perf_counter() - started
-        self._drain.add(sum(e.length for e in entries))
+        self._drain.add(sum(e.length for e in entries), elapsed)
         by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)

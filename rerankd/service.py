@@ -107,6 +107,7 @@ class RerankService:
                 max_batch_tokens=self.settings.batch_tokens,
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_tokens=self.settings.max_queue_tokens,
+                max_queue_seconds=self.settings.request_timeout,
                 max_wait_ms=self.settings.batch_wait_ms,
                 observer=self.metrics.batch_observer(spec.name),
                 name=spec.name,

@@ -26,15 +26,41 @@ def test_the_estimate_follows_characters_and_never_passes_the_model_limit() -> N
 
 
 def test_retry_after_follows_the_drain_rate() -> None:
-    rate = DrainRate(window=10)
+    rate = DrainRate(window=10, replicas=2)
     assert rate.retry_after(10_000, now=0.0) == 1.0  # nothing drained yet: the floor
     for second in range(10):
-        rate.add(1000, now=float(second))
+        rate.add(500, seconds=1.0, now=float(second))  # each replica: 500 tokens/s when busy
     assert rate.per_second(now=10.0) == pytest.approx(1000.0)
     assert rate.retry_after(20_000, now=10.0) == pytest.approx(20.0)
     assert rate.retry_after(10, now=10.0) == 1.0
     assert rate.retry_after(10**9, now=10.0) == 60.0
     assert rate.per_second(now=100.0) is None  # the window forgets
+    idle = DrainRate(window=10)
+    idle.add(1000, seconds=0.1, now=0.0)  # one batch in ten quiet seconds: speed, not traffic
+    assert idle.per_second(now=9.0) == pytest.approx(10_000.0)
+
+
+async def test_the_queue_is_bounded_by_what_drains_before_the_timeout() -> None:
+    slow = RecordingRunner(delay=0.2)  # 100 tokens in 0.2 s: 500 tokens/s
+    batcher = DynamicBatcher(
+        [slow], max_batch_tokens=100, max_queue_tokens=10_000, max_queue_seconds=1.0, max_wait_ms=0
+    )
+    batcher.start()
+    try:
+        await batcher.submit([Item(0, 100)])  # one batch teaches the batcher its speed
+        slow.started.clear()
+        running = asyncio.ensure_future(batcher.submit([Item(1, 100)]))
+        await asyncio.to_thread(slow.started.wait, 5)
+        queued = asyncio.ensure_future(batcher.submit([Item(2, 100), Item(3, 100)]))
+        await asyncio.sleep(0.01)
+        assert batcher.queued == (2, 200)
+        batcher.admit(250)  # 200 + 250 tokens drain in 0.9 s: within the second
+        with pytest.raises(Overloaded, match="drains before the timeout") as refused:
+            batcher.admit(400)  # 600 tokens would take 1.2 s: it would time out
+        assert refused.value.retry_after is not None and refused.value.retry_after >= 1
+        await asyncio.gather(running, queued)
+    finally:
+        batcher.stop()
 
 
 async def test_admit_refuses_from_the_queue_state_alone() -> None:
