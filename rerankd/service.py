@@ -107,7 +107,9 @@ class RerankService:
                 max_batch_tokens=self.settings.batch_tokens,
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_tokens=self.settings.max_queue_tokens,
-                max_queue_seconds=self.settings.request_timeout,
+                # Half the deadline for the wait: the speed is measured while batches run, and
+                # a request also needs time for its own tokens, tokenizing and the response.
+                max_queue_seconds=self.settings.request_timeout / 2,
                 max_wait_ms=self.settings.batch_wait_ms,
                 observer=self.metrics.batch_observer(spec.name),
                 name=spec.name,

@@ -2,7 +2,8 @@
 
 A document containing `FAULT:RAISE` makes the batch that carries it raise (with an internal
 message that must never reach a client); `FAULT:HANG` makes that batch's backend call hang
-for RERANKD_TEST_HANG_SECONDS before answering. Everything else is the real code path: the
+for RERANKD_TEST_HANG_SECONDS before answering; a query containing `FAULT:CRASH` fails
+while planning, an unexpected error outside the backend. Everything else is the real code path: the
 real model, tokenizer, batcher, service and HTTP stack.
 """
 
@@ -16,14 +17,19 @@ from rerankd.engine.engine import Engine
 
 RAISE = "FAULT:RAISE"
 HANG = "FAULT:HANG"
+CRASH = "FAULT:CRASH"  # in the query: an unexpected error outside the backend
 _marked: dict[int, str] = {}  # id(sequence) -> fault, for the sequences of marked documents
 
 _plan = Engine.plan
 _run = Engine.run
 
 
-def _faulty_plan(self: Engine, query: str, documents: list[str], policy: Any) -> Any:
-    plan = _plan(self, query, documents, policy)
+def _faulty_plan(
+    self: Engine, query: str, documents: list[str], policy: Any, instruction: str | None = None
+) -> Any:
+    if CRASH in query:
+        raise RuntimeError("secret planner internals: /srv/weights")
+    plan = _plan(self, query, documents, policy, instruction)
     for sequence, owner in zip(plan.sequences, plan.owners, strict=True):
         if owner >= 0:
             for marker in (RAISE, HANG):

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fault_server import HANG, RAISE
+from tests.fault_server import CRASH, HANG, RAISE
 from tests.server import ServerProcess, metric, run_server
 
 HANG_SECONDS = 4.0
@@ -59,6 +59,27 @@ def test_a_backend_error_fails_only_its_batch(server: ServerProcess) -> None:
     tracebacks = [x for x in lines if "secret internals" in x.get("exception", "")]
     assert len(tracebacks) == 1 and tracebacks[0]["logger"] == "rerankd.batching"
     assert not any("Exception in ASGI application" in x["msg"] for x in lines)
+
+
+def test_an_unexpected_error_is_a_bare_500_logged_once(server: ServerProcess) -> None:
+    response = httpx.post(
+        server.url + "/rerank",
+        json={"query": f"q {CRASH}", "documents": ["d"]},
+        headers={"X-Request-ID": "crash-1"},
+        timeout=60,
+    )
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "message": "internal server error",
+        "type": "internal_error",
+        "code": 500,
+    }
+    assert "secret" not in response.text
+    lines = [json.loads(x) for x in server.logs().splitlines() if x.startswith("{")]
+    tracebacks = [x for x in lines if "secret planner" in x.get("exception", "")]
+    assert len(tracebacks) == 1 and tracebacks[0]["request_id"] == "crash-1"
+    assert not any("Exception in ASGI application" in x["msg"] for x in lines)
+    assert httpx.post(server.url + "/rerank", json=body("fine"), timeout=60).status_code == 200
 
 
 def test_a_hung_backend_times_out_and_the_thread_comes_back(server: ServerProcess) -> None:
