@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps serve test lint format bench clean
+.PHONY: install system-deps serve test lint audit format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install system-deps $(LITELLM_VENV)/.installed
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
+
+# Known vulnerabilities in the installed dependencies fail, unless .ci/audit-allow.toml says why.
+audit: install
+	$(PY) .ci/audit.py
 
 format: install
 	$(VENV)/bin/ruff format .
