@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi import APIRouter, Request, Response
@@ -73,6 +74,9 @@ async def info(request: Request) -> dict:
         "max_concurrent_requests": None,
         "ready": service.ready,
         "models": models,
+        "pid": os.getpid(),
+        # Set by rerankd.asgi under gunicorn/uvicorn: worker count, its source, threads each.
+        "workers": getattr(request.app.state, "workers", None),
     }
 
 

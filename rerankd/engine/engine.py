@@ -54,6 +54,7 @@ class Engine:
             "kind": self.model.kind.value,
             "backend": self.backend.description,
             "max_length": self.max_length,
+            "threads": self.options.thread_count,
         }
 
 
