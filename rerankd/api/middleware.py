@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,7 +63,11 @@ class RequestGuard:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                    *warning_headers(scope["state"].get("warnings", ())),
+                ]
             await send(message)
 
         is_ops = path in OPS_PATHS
@@ -216,6 +220,15 @@ class RequestGuard:
                 "user_agent": headers.get("user-agent"),
             },
         )
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
+    """RFC 7234 `Warning: 299 rerankd "text"` headers (299: a persistent warning)."""
+    headers = []
+    for text in warnings:
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        headers.append((b"warning", f'299 rerankd "{quoted}"'.encode("ascii", "replace")))
+    return headers
 
 
 def _client_address(scope: Scope) -> str:
