@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rerankd.api.lifecycle import Lifecycle
+from rerankd.api.playground import PLAYGROUND_PATHS
 from rerankd.api.security import Authenticator, RateLimiter, credential
 from rerankd.config import Settings
 from rerankd.errors import NotReady, PayloadTooLarge, RerankError
@@ -26,8 +27,9 @@ from rerankd.metrics import Metrics
 access_log = logging.getLogger("rerankd.access")
 
 OPS_PATHS = frozenset({"/health", "/metrics", "/info"})
-PUBLIC_PATHS = frozenset(
-    {"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+PUBLIC_PATHS = (
+    frozenset({"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+    | PLAYGROUND_PATHS
 )
 
 
