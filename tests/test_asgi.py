@@ -89,6 +89,8 @@ def test_cpu_threads_are_shared_out_unless_set_explicitly() -> None:
     assert settings.threads == share.threads == 3
     settings, share = share_cores(Settings(), ["python"], {})
     assert settings.threads is None and share.workers == 1  # one worker: every core
+    settings, share = share_cores(Settings(device="cuda"), ["python"], {"RERANKD_WORKERS": "2"})
+    assert settings.threads is None  # a GPU worker's CPU threads only feed the GPU
 
 
 # Real gunicorn -------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def test_only_an_english_only_model_warns_and_only_when_mostly_foreign() -> None
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log_dir = tmp_path_factory.mktemp("first-run")
-    with run_server(["--model", "builtin"], log_dir=log_dir) as server:
+    args = ["--model", "builtin", "--cors-origins", "https://app.example"]
+    with run_server(args, log_dir=log_dir) as server:
         yield server
 
 
@@ -88,6 +89,17 @@ def test_chinese_on_the_builtin_model_gets_a_warning_header(
     assert warning.startswith('299 rerankd "') and warning.endswith('"')
     assert "English-only" in warning and "Han script" in warning
     assert f"rerankd serve {MULTILINGUAL_FLAG}" in warning
+
+
+def test_a_browser_on_another_origin_may_read_the_warning(builtin: ServerProcess) -> None:
+    body = {"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}
+    headers = {"Origin": "https://app.example"}
+    response = httpx.post(builtin.url + "/rerank", json=body, headers=headers, timeout=60)
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    exposed = {
+        h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")
+    }
+    assert "warning" in exposed and warnings_of(response)
 
 
 def test_english_gets_no_warning(builtin: ServerProcess) -> None:

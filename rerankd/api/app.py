@@ -81,6 +81,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["Warning", "X-Request-ID", "Retry-After"],
         )
     _document_bodies(app)
     return app
