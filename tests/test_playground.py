@@ -343,15 +343,18 @@ window.fetch = async (url, init) => {
   const response = await realFetch(url, init);
   if (String(url) !== "/info") return response;
   const info = await response.json();
-  info.models.forEach((m) => { m.default_instruction = "Given a web search query, retrieve relevant passages"; });
+  info.models.forEach((m) => {
+    m.instruction = true;
+    m.default_instruction = "Given a web search query, retrieve relevant passages";
+  });
   return new Response(JSON.stringify(info), {status: 200, headers: {"Content-Type": "application/json"}});
 };
 """
 
 
 def test_the_instruction_field_appears_for_a_model_that_takes_one(browser, server) -> None:
-    """/info is altered in the page (no served model takes an instruction yet): the field shows,
-    and the request carries `instruction` only when it is filled."""
+    """/info is altered in the page (no test model takes an instruction yet: a tiny yes/no
+    reranker would): the field shows, and `instruction` is sent only when it is filled."""
     open_page(browser, server.url)
     assert not browser.find_element("id", "instruction").is_displayed()
     hook = browser.execute_cdp_cmd(
@@ -368,6 +371,9 @@ def test_the_instruction_field_appears_for_a_model_that_takes_one(browser, serve
         sent = browser.execute_script("return window.sentBodies")
         assert "instruction" not in sent[0]
         assert sent[1]["instruction"] == "Find passages about phones"
+        # The built-in model takes none: the server's 400 is shown as it is.
+        error = browser.find_element("id", "error")
+        assert error.text.startswith("400 Bad Request: ") and "takes no instruction" in error.text
         assert body_of(browser)["instruction"] == "Find passages about phones"
     finally:
         browser.execute_cdp_cmd(

@@ -107,11 +107,11 @@
     } catch (_) { /* optional: only the instruction field depends on it */ }
   }
 
-  // A model that takes an instruction says so in /info with a `default_instruction` entry
-  // (its default, or null) or `instruction: true`.
+  // /info says per model whether it takes an instruction (`instruction: true`) and its
+  // default (`default_instruction`), shown as the field's placeholder.
   function updateInstruction() {
     const info = modelInfo[els.model.value] || {};
-    const takes = "default_instruction" in info || info.instruction === true;
+    const takes = info.instruction === true;
     els.instructionField.hidden = !takes;
     els.instruction.placeholder = typeof info.default_instruction === "string" ? info.default_instruction : "";
   }
