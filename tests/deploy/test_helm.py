@@ -218,7 +218,8 @@ def secret_keys(docs: list[dict]) -> str:
 
 
 def test_api_keys_given_generated_or_from_an_existing_secret() -> None:
-    assert secret_keys(render(extra={"apiKeys": {"keys": ["a-key", "b-key"]}})) == "a-key\nb-key\n"
+    keys = ["first-key-0123456789", "second-key-0123456789"]
+    assert secret_keys(render(extra={"apiKeys": {"keys": keys}})) == "\n".join(keys) + "\n"
     generated = secret_keys(render())
     assert re.fullmatch(r"[A-Za-z0-9]{40}\n", generated)  # never a placeholder
     docs = objects(render(extra={"apiKeys": {"existingSecret": "my-keys"}}))
@@ -268,6 +269,21 @@ def test_registrations_become_a_mounted_config_map_file() -> None:
     if "registrations_file" in Settings.model_fields:  # once the registry reads the file
         settings = settings_from_env(config(docs))
         assert settings.registrations_file == path
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"redis": {"enable": False}}, "'enable' not allowed"),
+        ({"settings": {"MODEL": "builtin"}}, "'MODEL' does not match"),
+        ({"apiKeys": {"keys": ["short"]}}, "minLength"),
+        ({"image": {"flavor": "rocm"}}, "/image/flavor"),
+    ],
+)
+def test_the_values_schema_catches_mistakes(values: dict, complaint: str) -> None:
+    report = helm().lint(str(CHART), values, strict=True)
+    errors = " ".join(m["error"] for m in report["messages"] if m["severity"] >= 3)
+    assert complaint in errors, report
 
 
 def test_a_changed_setting_rolls_the_pods() -> None:
