@@ -23,6 +23,7 @@ from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTime
 from rerankd.metrics import Metrics
 from rerankd.models import ModelSpec, resolve
 from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
+from rerankd.scripts import script_notice
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class RerankResult:
     documents: int
     tokens: int  # tokens run through the model for this request (cache hits cost none)
     cached: int  # documents answered from the cache
+    warnings: list[str] = field(default_factory=list)  # sent as `Warning` headers
 
 
 @dataclass
@@ -223,12 +225,14 @@ class RerankService:
 
         per_document = raw[[unique[d] for d in documents]]
         final = per_document if request.raw_scores else served.engine.normalize(per_document)
+        notice = script_notice(served.name, served.engine.model.source, query, documents)
         return RerankResult(
             model=served.name,
             results=rank(final, documents, top_n),
             documents=len(documents),
             tokens=tokens,
             cached=len(texts) - len(missing),
+            warnings=[notice] if notice else [],
         )
 
     def check_document_count(self, count: int) -> None:

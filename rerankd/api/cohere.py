@@ -86,7 +86,9 @@ class CohereRerankRequest(VoyageFields, VllmFields):
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
-    document: dict[str, Any] | None = Field(None, description="`{text}`, or the object as it was sent.")
+    document: dict[str, Any] | None = Field(
+        None, description="`{text}`, or the object as it was sent."
+    )
 
 
 class CohereRerankResponse(BaseModel):
@@ -105,6 +107,7 @@ async def rerank(request: Request) -> JSONResponse:
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
+    request.state.warnings = result.warnings
     return JSONResponse(
         {
             "id": str(uuid.uuid4()),

@@ -116,6 +116,7 @@ async def rerank(request: Request) -> JSONResponse:
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
+    request.state.warnings = result.warnings
     return JSONResponse(render(body.query, result, body.return_documents))
 
 
@@ -169,6 +170,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
     results = await service.rerank_many(internal)
     request.state.model = results[0].model
     request.state.tokens = sum(r.tokens for r in results)
+    request.state.warnings = sorted({w for r in results for w in r.warnings})
     rendered = [
         render(q.query, r, body.return_documents)
         for q, r in zip(body.queries, results, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -74,6 +75,9 @@ async def info(request: Request) -> dict[str, Any]:
         "max_concurrent_requests": None,
         "ready": service.ready,
         "models": models,
+        "pid": os.getpid(),
+        # Set by rerankd.asgi under gunicorn/uvicorn: worker count, its source, threads each.
+        "workers": getattr(request.app.state, "workers", None),
     }
 
 

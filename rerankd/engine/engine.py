@@ -88,6 +88,7 @@ class Engine:
             **self.family.describe(),
             "backend": self.backend.description,
             "max_length": self.max_length,
+            "threads": self.options.thread_count,
         }
 
 
