@@ -70,6 +70,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Measure how much rerankers improve a retriever's ranking (NDCG, MRR, MAP, recall)."""
+    require("eval", "ir_measures", "pytrec_eval", "scipy")
     try:
         metrics = [check_metric(m) for m in (metric or DEFAULT_METRICS)]
         modes = [Mode.parse(m) for m in mode] if mode else [Mode(backend, dtype)]
@@ -153,6 +154,15 @@ def _load(factory: Callable[[], Any]) -> Any:
         return factory()
     except (RerankError, ValueError, OSError) as exc:
         raise fail(str(exc)) from None
+
+
+def require(extra: str, *modules: str) -> None:
+    """Exit 2 with the install line when an optional extra is missing, before anything runs."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail(f"this command needs {', '.join(missing)}: pip install 'rerankd[{extra}]'")
 
 
 def _require_matplotlib() -> None:

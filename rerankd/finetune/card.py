@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 from rerankd.finetune.data import TrainSet
 from rerankd.finetune.train import FinetuneResult, TrainOptions
+
+SUMMARY = "rerankd-finetune.json"  # the card's facts, for scripts
 
 
 def write_card(
@@ -66,4 +69,19 @@ def write_card(
     ]
     path = result.output / "README.md"
     path.write_text("\n".join(lines), encoding="utf-8")
+    summary = {
+        "base_model": base,
+        "data": str(data_path),
+        "eval": str(eval_path) if eval_path else None,
+        "loss": options.loss,
+        "epochs": options.epochs,
+        "seed": options.seed,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 3),
+        "steps_per_second": round(result.steps_per_second, 3),
+        "negatives_mined": mined,
+        "before": result.before,
+        "after": result.after,
+    }
+    (result.output / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return path

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rerankd.evaluation.cli import fail
+from rerankd.evaluation.cli import fail, require
 
 
 def finetune_command(
@@ -43,6 +43,9 @@ def finetune_command(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     precision: Annotated[str, typer.Option(help="auto, fp32, or fp16/bf16 on CUDA.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed (data order, initialisation).")] = 12,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (default: all cores).")
+    ] = None,
     save_steps: Annotated[
         int, typer.Option(help="Checkpoint every N steps (in DIR/checkpoints).")
     ] = 500,
@@ -55,6 +58,7 @@ def finetune_command(
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty DIR.")] = False,
 ) -> None:
     """Fine-tune a cross-encoder on your data; the result is served by `rerankd serve --model DIR`."""
+    require("train", "sentence_transformers", "datasets", "accelerate", "torch", "ir_measures")
     from rerankd.errors import RerankError
     from rerankd.evaluation.sources import load_eval_set
     from rerankd.finetune.data import read_train_set
@@ -73,6 +77,7 @@ def finetune_command(
             save_steps=save_steps,
             eval_steps=eval_steps,
             resume=resume,
+            threads=threads,
         )
         if negatives < 1:
             raise ValueError("--negatives must be at least 1")

@@ -34,6 +34,7 @@ class TrainOptions:
     eval_steps: int | None = None  # default: once per epoch
     warmup_ratio: float = 0.1
     resume: bool = False
+    threads: int | None = None  # torch CPU threads; None: all cores
     metrics: tuple[str, ...] = ("ndcg@10", "mrr@10", "map", "recall@10")
 
     def __post_init__(self) -> None:
@@ -43,6 +44,8 @@ class TrainOptions:
             raise ValueError(f"unknown precision {self.precision!r}; use auto, fp32, fp16 or bf16")
         if self.precision in ("fp16", "bf16") and not self.device.startswith("cuda"):
             raise ValueError(f"{self.precision} training needs a CUDA device (--device cuda)")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("threads must be at least 1")
         if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch size and learning rate must be positive")
 
@@ -98,7 +101,10 @@ def build_dataset(train: TrainSet, loss: str) -> Any:
 
 
 def _evaluator(eval_set: EvalSet, metrics: tuple[str, ...]) -> Any:
-    from sentence_transformers.base.evaluation import BaseEvaluator
+    try:
+        from sentence_transformers.base.evaluation import BaseEvaluator
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
 
     class MetricsEvaluator(BaseEvaluator):
         """The eval split, with `rerankd eval`'s metrics, at every evaluation step."""
@@ -141,6 +147,10 @@ def finetune(
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, ListNetLoss
     from transformers import set_seed
 
+    if options.threads is not None:
+        import torch
+
+        torch.set_num_threads(options.threads)
     set_seed(options.seed)
     model = CrossEncoder(
         str(base), num_labels=1, max_length=options.max_length, device=options.device
