@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from rerankd.evaluation.data import EvalSet
 from rerankd.evaluation.metrics import DEFAULT_METRICS, check_metric
 from rerankd.evaluation.scorers import Mode, ModelRun, plan_runs
 from rerankd.evaluation.sources import load_eval_set, progress_bar
+
+if TYPE_CHECKING:
+    from rerankd.evaluation.runner import Report
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -109,7 +112,7 @@ def evaluate(
     device: str,
     max_length: int,
     api_key: str | None,
-) -> Any:
+) -> Report:
     """The baseline row, then each model loaded, scored and released in turn."""
     from rerankd.evaluation.runner import Report, agreements, baseline, score_all
     from rerankd.evaluation.scorers import LocalScorer, RemoteScorer, Scorer
@@ -118,19 +121,18 @@ def evaluate(
     with progress_bar() as progress:
         for item in runs:
             task = progress.add_task(item.label, total=len(eval_set.queries))
-            scorer: Scorer = _load(
-                lambda item=item: (
-                    RemoteScorer(item, api_key)
-                    if item.is_remote
-                    else LocalScorer(item, device, max_length)
-                )
-            )
+
+            def build(item: ModelRun = item) -> Scorer:
+                if item.is_remote:
+                    return RemoteScorer(item, api_key)
+                return LocalScorer(item, device, max_length)
+
+            def advance(n: int, task: Any = task) -> None:
+                progress.advance(task, n)
+
+            scorer: Scorer = _load(build)
             try:
-                results.append(
-                    score_all(
-                        eval_set, scorer, metrics, lambda n, task=task: progress.advance(task, n)
-                    )
-                )
+                results.append(score_all(eval_set, scorer, metrics, advance))
             except Exception as exc:  # noqa: BLE001 - a server or backend failure ends the run cleanly
                 raise fail(f"{item.label}: {exc}", 1) from None
             finally:

@@ -83,7 +83,7 @@ def mean_metrics(qrels: Qrels, run: Run, metrics: Sequence[str]) -> dict[str, fl
 
 
 def run_from_scores(
-    doc_ids: Iterable[Sequence[str]], query_ids: Iterable[str], scores: Iterable[Sequence[float]]
+    doc_ids: Iterable[Sequence[str]], query_ids: Iterable[str], scores: Iterable[Any]
 ) -> dict[str, dict[str, float]]:
     """Assemble a run from each query's candidate ids and their scores."""
     return {

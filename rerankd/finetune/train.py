@@ -101,10 +101,13 @@ def build_dataset(train: TrainSet, loss: str) -> Any:
 
 
 def _evaluator(eval_set: EvalSet, metrics: tuple[str, ...]) -> Any:
+    import importlib
+
     try:
-        from sentence_transformers.base.evaluation import BaseEvaluator
+        base = importlib.import_module("sentence_transformers.base.evaluation").BaseEvaluator
     except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+        base = importlib.import_module("sentence_transformers.evaluation").SentenceEvaluator
+    BaseEvaluator: Any = base
 
     class MetricsEvaluator(BaseEvaluator):
         """The eval split, with `rerankd eval`'s metrics, at every evaluation step."""
@@ -121,7 +124,7 @@ def _evaluator(eval_set: EvalSet, metrics: tuple[str, ...]) -> Any:
     return MetricsEvaluator()
 
 
-def _precision(options: TrainOptions) -> dict[str, bool]:
+def _precision(options: TrainOptions) -> dict[str, Any]:
     if not options.device.startswith("cuda") or options.precision == "fp32":
         return {}
     if options.precision == "auto":
