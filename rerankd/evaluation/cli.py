@@ -45,6 +45,9 @@ def eval_command(
         str, typer.Option(help="dtype when no --mode is given: float32, int8 (onnx).")
     ] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads per model (default: all cores).")
+    ] = None,
     run: Annotated[
         Path | None, typer.Option(help="TREC run file with the candidates (BEIR layout).")
     ] = None,
@@ -93,7 +96,7 @@ def eval_command(
     if limit is not None:
         eval_set.queries = eval_set.queries[: max(limit, 1)]
         eval_set.qrels = {q.id: eval_set.qrels[q.id] for q in eval_set.queries}
-    report = evaluate(eval_set, runs, metrics, device, max_length, api_key)
+    report = evaluate(eval_set, runs, metrics, device, max_length, api_key, threads)
     from rerankd.evaluation.report import print_report, write_json, write_plots
 
     print_report(report)
@@ -112,6 +115,7 @@ def evaluate(
     device: str,
     max_length: int,
     api_key: str | None,
+    threads: int | None = None,
 ) -> Report:
     """The baseline row, then each model loaded, scored and released in turn."""
     from rerankd.evaluation.runner import Report, agreements, baseline, score_all
@@ -125,7 +129,7 @@ def evaluate(
             def build(item: ModelRun = item) -> Scorer:
                 if item.is_remote:
                     return RemoteScorer(item, api_key)
-                return LocalScorer(item, device, max_length)
+                return LocalScorer(item, device, max_length, threads)
 
             def advance(n: int, task: Any = task) -> None:
                 progress.advance(task, n)

@@ -74,7 +74,13 @@ def plan_runs(models: list[str], modes: list[Mode]) -> list[ModelRun]:
 class LocalScorer:
     """The in-process `Reranker`: the engine `rerankd serve` runs, without HTTP."""
 
-    def __init__(self, run: ModelRun, device: str = "cpu", max_length: int = 512) -> None:
+    def __init__(
+        self,
+        run: ModelRun,
+        device: str = "cpu",
+        max_length: int = 512,
+        threads: int | None = None,
+    ) -> None:
         from rerankd.reranker import Reranker
 
         assert run.mode is not None
@@ -85,6 +91,7 @@ class LocalScorer:
             dtype=run.mode.dtype,
             device=device,
             max_length=max_length,
+            threads=threads,
         )
 
     def score(self, query: str, documents: list[str]) -> np.ndarray:
