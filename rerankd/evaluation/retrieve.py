@@ -14,7 +14,7 @@ import numpy as np
 from rerankd.batching import run_sorted
 from rerankd.engine import Engine, EngineOptions, load_engine
 from rerankd.engine.options import default_batch_tokens
-from rerankd.models import ModelKind
+from rerankd.families import EmbeddingFamily
 
 Advance = Callable[[int], None]
 
@@ -27,14 +27,15 @@ class DenseRetriever:
             model,
             EngineOptions(backend=backend, device=device),  # type: ignore[arg-type]
         )
-        if self.engine.model.kind is not ModelKind.BI_ENCODER:
+        if not isinstance(self.engine.family, EmbeddingFamily):
             raise ValueError(f"{model} is not a bi-encoder; candidates need an embedding model")
         self._budget = default_batch_tokens(device)
 
     def embed(
         self, texts: Sequence[str], advance: Advance | None = None, chunk: int = 512
     ) -> np.ndarray:
-        """Unit-length embeddings, one row per text (truncated to the model's length)."""
+        """Unit-length embeddings, one row per text (truncated to the model's length), built
+        as the embedding family builds a query's sequence."""
         tokenizer = self.engine.tokenizer
         room = self.engine.max_length - tokenizer.single_specials
         rows = []
