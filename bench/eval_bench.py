@@ -2,6 +2,9 @@
 
     python -m bench.eval_bench                 # all three, results in bench/results/eval_bench.json
     python -m bench.eval_bench --queries 8     # fewer queries (100 candidates each) on a busy machine
+    python -m bench.eval_bench --threads 1     # one thread per model: on an oversubscribed machine,
+                                               # two OpenMP threads per process run far slower
+    python -m bench.eval_bench --only finetune # one part; the others keep their last results
 
 1. Evaluation throughput: queries/s (100 candidates each) through `rerankd eval`'s scoring
    loop, in process, on the MiniLM-L6-size fixture (`bench.fixtures`), ONNX fp32 and int8.
@@ -39,7 +42,7 @@ def _eval_set(queries: int, candidates: int, seed: int):  # type: ignore[no-unty
     return read_rerankd_jsonl(path)
 
 
-def eval_throughput(queries: int) -> dict[str, object]:
+def eval_throughput(queries: int, threads: int | None) -> dict[str, object]:
     """Queries/s of the scoring loop, 100 candidates a query, after one warm-up query."""
     from rerankd.evaluation.runner import agreements, baseline, score_all
     from rerankd.evaluation.scorers import LocalScorer, Mode, ModelRun
@@ -50,7 +53,7 @@ def eval_throughput(queries: int) -> dict[str, object]:
     rows = {}
     results = [baseline(data, METRICS)]
     for mode in (Mode("onnx", "float32"), Mode("onnx", "int8")):
-        scorer = LocalScorer(ModelRun(model, mode), max_length=256)
+        scorer = LocalScorer(ModelRun(model, mode), max_length=256, threads=threads)
         score_all(warm, scorer, METRICS, lambda n: None)
         result = score_all(data, scorer, METRICS, lambda n: None)
         results.append(result)
@@ -64,7 +67,7 @@ def eval_throughput(queries: int) -> dict[str, object]:
     return rows
 
 
-def agreement_report(queries: int) -> dict[str, object]:
+def agreement_report(queries: int, threads: int | None) -> dict[str, object]:
     """torch fp32 vs ONNX int8 on the MiniLM-L6 fixture: metrics side by side and agreement."""
     from rerankd.evaluation.runner import agreements, baseline, score_all
     from rerankd.evaluation.scorers import LocalScorer, Mode, ModelRun
@@ -75,7 +78,10 @@ def agreement_report(queries: int) -> dict[str, object]:
     for mode in (Mode("torch", "float32"), Mode("onnx", "int8")):
         results.append(
             score_all(
-                data, LocalScorer(ModelRun(model, mode), max_length=256), METRICS, lambda n: None
+                data,
+                LocalScorer(ModelRun(model, mode), max_length=256, threads=threads),
+                METRICS,
+                lambda n: None,
             )
         )
     return {
@@ -86,7 +92,7 @@ def agreement_report(queries: int) -> dict[str, object]:
     }
 
 
-def finetune_speed(steps: int) -> dict[str, object]:
+def finetune_speed(steps: int, threads: int | None) -> dict[str, object]:
     """Steps/s of the trainer, 8 queries x 10 passages a step, on CPU with all cores."""
     from rerankd.devtools.synthetic import build_bert_cross_encoder
     from rerankd.evaluation.synthetic import keyword_task
@@ -107,7 +113,9 @@ def finetune_speed(steps: int) -> dict[str, object]:
     tiny = build_bert_cross_encoder(work / "tiny", hidden_size=64, layers=2, initializer_range=0.02)
     out = {}
     for name, base in (("tiny (hidden 64, 2 layers)", tiny), ("minilm-l6", model_dir("minilm-l6"))):
-        options = TrainOptions(epochs=1, batch_size=8, learning_rate=1e-4, save_steps=10_000)
+        options = TrainOptions(
+            epochs=1, batch_size=8, learning_rate=1e-4, save_steps=10_000, threads=threads
+        )
         result = finetune(base, train, work / f"out-{len(out)}", options)
         out[name] = {
             "steps": result.steps,
@@ -124,21 +132,38 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20, help="queries for the throughput figure")
     parser.add_argument("--agreement-queries", type=int, default=50)
     parser.add_argument("--steps", type=int, default=20, help="fine-tuning steps per model")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads per model (default: all cores)"
+    )
+    parser.add_argument("--only", choices=["throughput", "agreement", "finetune"], default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    started = time.time()
-    report = {
-        "machine": describe(),
-        "load_average_at_start": os.getloadavg(),
-        "eval_throughput": eval_throughput(args.queries),
-        "agreement_torch_fp32_vs_onnx_int8": agreement_report(args.agreement_queries),
-        "finetune": finetune_speed(args.steps),
-        "load_average_at_end": os.getloadavg(),
-        "wall_seconds": round(time.time() - started, 1),
+    parts = {
+        "eval_throughput": lambda: eval_throughput(args.queries, args.threads),
+        "agreement_torch_fp32_vs_onnx_int8": lambda: agreement_report(
+            args.agreement_queries, args.threads
+        ),
+        "finetune": lambda: finetune_speed(args.steps, args.threads),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
+    names = {
+        "throughput": "eval_throughput",
+        "agreement": "agreement_torch_fp32_vs_onnx_int8",
+        "finetune": "finetune",
+    }
+    report = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    report["machine"] = describe()
+    for key, part in parts.items():
+        if args.only is not None and names[args.only] != key:
+            continue
+        started, load = time.time(), os.getloadavg()
+        result = part()
+        result["threads"] = args.threads or len(os.sched_getaffinity(0))
+        result["load_average_before_after"] = [round(load[0], 1), round(os.getloadavg()[0], 1)]
+        result["wall_seconds"] = round(time.time() - started, 1)
+        report[key] = result
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps({key: result}, indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,8 @@ def test_unknown_metric_and_mode(tmp_path: Path) -> None:
     assert_input_error(
         rerankd("eval", str(path), "--metric", "ndgc@10"), "unknown metric 'ndgc@10'"
     )
+    result = rerankd("eval", str(path), "--model", MISSING_MODEL, "--mode", "torch:float16")
+    assert_input_error(result, "refused on CPU")
     result = rerankd("eval", str(path), "--model", "builtin", "--mode", "tensorrt")
     assert (
         result.returncode == 2

@@ -81,6 +81,10 @@ def eval_command(
         metrics = [check_metric(m) for m in (metric or DEFAULT_METRICS)]
         modes = [Mode.parse(m) for m in mode] if mode else [Mode(backend, dtype)]
         runs = plan_runs(model or ["builtin"], modes)
+        from rerankd.engine.options import EngineOptions
+
+        for checked in modes:  # a mode this device refuses fails now, not after a model load
+            EngineOptions(backend=checked.backend, dtype=checked.dtype, device=device)  # type: ignore[arg-type]
     except ValueError as exc:
         raise fail(str(exc)) from None
     if top_k < 1:
