@@ -18,6 +18,9 @@ from rerankd.evaluation.synthetic import as_triples, keyword_task, write_jsonl
 from rerankd.finetune.card import SUMMARY
 from tests.server import run_server
 
+# Training on a busy shared machine can take several times its ~1 minute; 300 s is too tight.
+pytestmark = pytest.mark.timeout(900)
+
 # One thread: the shared test machine is oversubscribed, where two OpenMP threads per
 # process run far slower than one.
 FAST = ["--threads", "1", "--batch-size", "8", "--learning-rate", "1e-3", "--seed", "7"]
