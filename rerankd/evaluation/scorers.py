@@ -105,7 +105,7 @@ class RemoteScorer:
     """A running server, through the client."""
 
     def __init__(self, run: ModelRun, api_key: str | None = None, timeout: float = 120.0) -> None:
-        from rerankd.evaluation.remote import Client
+        from rerankd.client import Client
 
         url, _, served = run.model.partition("#")
         self.label = run.label
