@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import signal
-import sys
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
@@ -208,10 +207,10 @@ def export(
 
     from rerankd.engine import EngineOptions
     from rerankd.engine.onnx_backend import ensure_exported
+    from rerankd.engine.options import default_cache_dir
     from rerankd.errors import RerankError
     from rerankd.models import ModelSpec, resolve
 
-    extra = {"cache_dir": cache_dir} if cache_dir else {}
     steps = ["resolving the model", "exporting to ONNX"] + (["quantizing to int8"] if int8 else [])
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False
@@ -220,7 +219,11 @@ def export(
         try:
             resolved = resolve(ModelSpec.parse(model))
             progress.update(task, advance=1, description=steps[1])
-            options = EngineOptions(backend="onnx", dtype="int8" if int8 else "float32", **extra)
+            options = EngineOptions(
+                backend="onnx",
+                dtype="int8" if int8 else "float32",
+                cache_dir=cache_dir or default_cache_dir(),
+            )
 
             def step(message: str) -> None:
                 progress.update(task, description=message)
@@ -298,9 +301,10 @@ app.command("finetune")(finetune_command)
 
 
 def main() -> None:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

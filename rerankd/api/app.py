@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +55,7 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.lifecycle = Lifecycle()
+    service.metrics.track_state(lambda: service.ready, lambda: app.state.lifecycle.draining)
 
     app.include_router(native.router)
     app.include_router(cohere.router)
@@ -105,7 +107,7 @@ def _document_bodies(app: FastAPI) -> None:
     """Add the hand-parsed request bodies' schemas to the OpenAPI components."""
     build = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = build()

@@ -11,7 +11,7 @@ the route does not try to tell the dialects apart. Booleans may be the strings "
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -86,7 +86,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
-    document: dict | None = Field(None, description="`{text}`, or the object as it was sent.")
+    document: dict[str, Any] | None = Field(None, description="`{text}`, or the object as it was sent.")
 
 
 class CohereRerankResponse(BaseModel):
@@ -95,8 +95,8 @@ class CohereRerankResponse(BaseModel):
     model: str
     results: list[CohereResult]
     data: list[VoyageResult]
-    meta: dict
-    usage: dict
+    meta: dict[str, Any]
+    usage: dict[str, Any]
 
 
 async def rerank(request: Request) -> JSONResponse:
