@@ -1,4 +1,4 @@
-"""`rerankd serve | rerank | export | models`."""
+"""`rerankd serve | rerank | export | models | eval | finetune`."""
 
 from __future__ import annotations
 
@@ -289,6 +289,15 @@ def _read_jsonl(path: Path) -> list[str]:
             raise typer.Exit(2)
         texts.append(item)
     return texts
+
+
+# eval / finetune: their own modules, registered here -------------------------------------------
+
+from rerankd.evaluation.cli import eval_command  # noqa: E402
+from rerankd.finetune.cli import finetune_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("finetune")(finetune_command)
 
 
 def main() -> None:

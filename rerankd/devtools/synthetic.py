@@ -50,10 +50,13 @@ def build_bert_cross_encoder(
     max_positions: int = 512,
     seed: int = 0,
     init_from: Path | None = None,
+    initializer_range: float = 0.2,
 ) -> Path:
     """A BERT `ForSequenceClassification` with one label (the ms-marco-MiniLM shape).
 
     With `init_from`, the encoder weights come from that BERT model and only the head is new.
+    The wide default `initializer_range` spreads random scores over (0, 1); a model meant to be
+    fine-tuned wants BERT's own 0.02 (wide weights saturate the pooler and stall training).
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -70,7 +73,7 @@ def build_bert_cross_encoder(
             num_attention_heads=heads,
             intermediate_size=intermediate_size,
             max_position_embeddings=max_positions,
-            initializer_range=0.2,
+            initializer_range=initializer_range,
         )
         config.num_labels = 1  # a kwarg transformers accepts but does not declare
         model = BertForSequenceClassification(config)
