@@ -1,4 +1,4 @@
-"""`rerankd serve | rerank | export | models`."""
+"""`rerankd serve | rerank | export | models`, and the registry's commands (registry/cli.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from rerankd.config import Settings
+from rerankd.registry.cli import add_commands as add_registry_commands
 
 app = typer.Typer(
     help="rerankd: a reranking server for cross-encoders.",
@@ -202,6 +203,9 @@ def models(
                 }
             )
         )
+
+
+add_registry_commands(app)
 
 
 def _read_jsonl(path: Path) -> list[str]:

@@ -5,6 +5,9 @@
     │   └── PayloadTooLarge   too many documents or too much text (HTTP 413)
     ├── ModelNotFound     unknown served model, or weights that cannot be resolved (HTTP 404)
     ├── Unauthorized      missing or wrong credentials (HTTP 401)
+    ├── Forbidden         valid credentials without the right (an admin change) (HTTP 403)
+    ├── Conflict          a registry change that clashes with what exists (HTTP 409)
+    ├── LoadFailed        a launched model could not be loaded; the reason is shown (HTTP 400)
     ├── RateLimited       per-client rate limit hit (HTTP 429)
     ├── Overloaded        the queue is full (HTTP 429)
     ├── NotReady          models still loading, or the server is draining (HTTP 503)
@@ -49,6 +52,23 @@ class Unauthorized(RerankError):
     type = "authentication_error"
 
 
+class Forbidden(RerankError):
+    status = 403
+    type = "permission_error"
+
+
+class Conflict(RerankError):
+    status = 409
+    type = "conflict_error"
+
+
+class LoadFailed(RerankError):
+    """A launch whose load failed. Its text is the reason, written for the operator."""
+
+    status = 400
+    type = "model_load_failed"
+
+
 class RateLimited(RerankError):
     status = 429
     type = "rate_limit_error"
@@ -77,3 +97,13 @@ class RequestTimeout(RerankError):
 class BackendFailed(RerankError):
     status = 500
     type = "backend_error"
+
+
+def describe_validation_error(errors: list) -> str:
+    """Pydantic's error list as one readable sentence per problem."""
+    parts = []
+    for error in errors[:10]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return "; ".join(parts) + more

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, RootModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rerankd.errors import BackendFailed, RerankError
+from rerankd.errors import BackendFailed, RerankError, describe_validation_error
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +54,6 @@ def error_response(
     else:
         body = {"error": {"message": message, "type": kind, "code": status}, "detail": message}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def describe_validation_error(errors: list) -> str:
-    """Pydantic's error list as one readable sentence per problem."""
-    parts = []
-    for error in errors[:10]:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-    return "; ".join(parts) + more
 
 
 async def rerank_error_handler(request: Request, exc: Exception) -> JSONResponse:
