@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import uvicorn
@@ -58,6 +59,10 @@ def _unwrap(app: Any) -> Any:
 
 def run(settings: Settings) -> int:
     logs.configure(settings.log_level)
+    if hasattr(signal, "SIGPIPE"):
+        # The CLI restores SIGPIPE's default for its pipe-friendly commands; a server must not
+        # die when it writes to a client that has gone (asyncio expects SIGPIPE ignored).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     holder: dict[str, DrainingServer] = {}
     app = create_app(settings, on_fatal=lambda exc: holder["server"].fatal(exc))
     config = uvicorn.Config(

@@ -12,7 +12,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rerankd.engine.options import EngineOptions
 from rerankd.models import ModelSpec
@@ -31,7 +38,9 @@ class Registration(BaseModel):
     type: str | None = Field(None, description="Xinference's rerank type (normal, LLM-based...).")
     language: list[str] = Field(default_factory=list, description="Language tags.")
     model_id: str | None = Field(None, description="Hub id.")
-    model_uri: str | None = Field(None, description="Local directory (file:// or a path).")
+    model_uri: str | None = Field(
+        None, validate_default=True, description="Local directory (file:// or a path)."
+    )
     model_revision: str | None = Field(None, description="Hub revision.")
     max_tokens: int | None = Field(None, ge=8, description="Xinference: the model's own limit.")
     # rerankd's own options.
@@ -68,6 +77,13 @@ class Registration(BaseModel):
             raise ValueError("a name may not contain '.' or '..' path segments")
         return value
 
+    @field_validator("model_uri")
+    @classmethod
+    def _has_source(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not (value or info.data.get("model_id")):
+            raise ValueError("model_uri or model_id is required: where the model's files are")
+        return value
+
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str | None) -> str | None:
@@ -75,12 +91,6 @@ class Registration(BaseModel):
             return None
         # onnx on cuda accepts every dtype, so this checks only the name.
         return EngineOptions(backend="onnx", dtype=value, device="cuda").dtype  # type: ignore[arg-type]
-
-    @model_validator(mode="after")
-    def _has_source(self) -> Registration:
-        if not (self.model_uri or self.model_id):
-            raise ValueError("model_uri or model_id is required: where the model's files are")
-        return self
 
     @property
     def source(self) -> str:
