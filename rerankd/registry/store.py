@@ -73,7 +73,12 @@ class RegistrationStore:
         _fsync_dir(self.path.parent)
 
     def _set_aside(self, error: Exception) -> None:
-        aside = self.path.with_name(f"{FILE_NAME}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{FILE_NAME}.corrupt-{stamp}")
+        count = 1
+        while aside.exists():  # never overwrite an earlier one
+            count += 1
+            aside = self.path.with_name(f"{FILE_NAME}.corrupt-{stamp}-{count}")
         reason = _reason(error)
         try:
             os.replace(self.path, aside)
