@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, RootModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from rerankd.errors import BackendFailed, RerankError, describe_validation_error
 
@@ -77,7 +78,20 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     response = error_response(request, exc.status_code, str(exc.detail), "http_error")
     response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette's own `Allow` names only the
+    first route that matched (so `GET` and `DELETE /v1/models/{uid}` would say just one)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
