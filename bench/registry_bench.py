@@ -3,10 +3,11 @@
 1. Launch and terminate times of the MiniLM-size and XLM-R-base-size models on an idle server
    (`POST /v1/models` waiting until ready, `DELETE /v1/models/{uid}`), a few cycles each.
 2. The first model (MiniLM-size) under a closed-loop load, with and without a second model
-   being launched and terminated beside it, in alternating windows of the same length, so a
-   shared machine's noise falls on both alike: p50/p99 latency, pairs/s, errors.
+   (MiniLM-size) being launched, kept `--hold` seconds, terminated and rested `--hold` seconds
+   over and over beside it, in alternating windows of the same length, so a shared machine's
+   noise falls on both alike: p50/p99 latency, pairs/s, errors.
 
-    python -m bench.registry_bench                     # default: 2 cycles, 2 x 2 windows of 20 s
+    python -m bench.registry_bench                     # 2 cycles, 2 x 2 windows of 20 s, hold 5 s
     python -m bench.registry_bench --cycles 3 --seconds 30 --concurrency 4
 
 Writes bench/results/registry_bench.json. Traffic goes to 127.0.0.1 only.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -64,18 +66,30 @@ async def _cycle(http: httpx.AsyncClient, name: str) -> dict[str, float]:
     return {"launch_s": launch_s, "load_s": load_s, "terminate_s": time.perf_counter() - started}
 
 
-async def _churn(http: httpx.AsyncClient, name: str, stop: asyncio.Event) -> int:
+async def _churn(http: httpx.AsyncClient, name: str, stop: asyncio.Event, hold: float) -> int:
+    """Launch, keep it `hold` seconds, terminate, wait `hold` seconds; until the window ends."""
     cycles = 0
     while not stop.is_set():
-        await _cycle(http, name)
+        launched = await http.post("/v1/models", json={"model_name": name, "model_type": "rerank"})
+        launched.raise_for_status()
+        await _pause(stop, hold)
+        (await http.delete(f"/v1/models/{launched.json()['model_uid']}")).raise_for_status()
         cycles += 1
+        await _pause(stop, hold)
     return cycles
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _window(url: str, requests: list, args: argparse.Namespace, churn: bool) -> dict:
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=url, timeout=900, trust_env=False) as http:
-        churner = asyncio.create_task(_churn(http, "second-minilm", stop)) if churn else None
+        churner = (
+            asyncio.create_task(_churn(http, "second-minilm", stop, args.hold)) if churn else None
+        )
         result: LoadResult = await drive(
             url,
             DIALECTS["rerankd"],
@@ -141,6 +155,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of one window")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--documents", type=int, default=8, help="passages per request")
+    parser.add_argument(
+        "--hold", type=float, default=5.0, help="churn: seconds the second model runs, and rests"
+    )
     report = asyncio.run(run(parser.parse_args()))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2), encoding="utf-8")
