@@ -142,3 +142,14 @@ def test_admin_keys_and_the_jwt_admin_scope() -> None:
     # Admin keys alone: reranking stays open (not required), changes need the key.
     only_admin = Authenticator(Settings(admin_keys=["admin"]))
     assert only_admin.enabled and not only_admin.required
+
+
+def test_closing_engines_drops_their_weights(bert_model: Path) -> None:
+    from rerankd.engine import EngineOptions, load_engine
+    from rerankd.registry.loader import close_engines
+
+    engine = load_engine(str(bert_model), EngineOptions(max_length=32))
+    backend = engine.backend
+    engines = [engine]
+    close_engines(engines)
+    assert engines == [] and backend._head is None  # type: ignore[attr-defined]

@@ -139,6 +139,10 @@ class OnnxBackend:
             feed["token_type_ids"] = batch.token_type_ids
         return self._session.run(None, feed)[0]
 
+    def close(self) -> None:
+        """Release the session (its arena and weights) now; the registry calls this."""
+        self._session = None  # type: ignore[assignment]
+
 
 def _export(model: ResolvedModel, entry: Path, uses_type_ids: bool) -> None:
     import torch

@@ -62,3 +62,7 @@ class TorchBackend:
             inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(self.device)
         with torch.inference_mode():
             return self._head(**inputs).cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the weights now (the registry calls this, then frees the allocator's pages)."""
+        self._head = None  # type: ignore[assignment]

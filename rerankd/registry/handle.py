@@ -18,6 +18,7 @@ from typing import Any
 
 from rerankd.batching import DynamicBatcher
 from rerankd.engine import Engine
+from rerankd.errors import NotReady
 from rerankd.registry.spec import Registration
 
 
@@ -54,7 +55,7 @@ class ModelHandle:
     load_seconds: float | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     engines: list[Engine] = field(default_factory=list)
-    batcher: DynamicBatcher | None = None
+    queue: DynamicBatcher | None = None  # set once loaded
     identity: tuple = ()
     _leases: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,6 +71,12 @@ class ModelHandle:
     @property
     def engine(self) -> Engine:
         return self.engines[0]
+
+    @property
+    def batcher(self) -> DynamicBatcher:
+        if self.queue is None:
+            raise NotReady(f"model {self.uid!r} is not loaded")
+        return self.queue
 
     @property
     def in_flight(self) -> int:

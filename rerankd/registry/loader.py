@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import logging
 import time
+from typing import Any
 
 from rerankd.batching import BatchObserver, DynamicBatcher
 from rerankd.config import Settings
@@ -36,7 +37,7 @@ def replica_options(
         threads=placement.threads if device == "cpu" else None,
         max_length=placement.max_length,
     )
-    extra = {
+    extra: dict[str, Any] = {
         key: value
         for key, value in (
             ("family", registration.family),

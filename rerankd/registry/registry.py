@@ -298,7 +298,7 @@ class ModelRegistry:
         seconds = time.perf_counter() - started
         batcher.start()
         with handle._lock:
-            handle.engines, handle.batcher, handle.identity = engines, batcher, identity
+            handle.engines, handle.queue, handle.identity = engines, batcher, identity
             handle.load_seconds = seconds
             if handle.state is ModelState.LOADING:
                 handle.state = ModelState.READY
@@ -317,9 +317,9 @@ class ModelRegistry:
 
     def _free(self, handle: ModelHandle) -> None:
         """Stop the batcher, close the backends, forget the handle, give the memory back."""
-        if handle.batcher is not None:
-            handle.batcher.stop()
-        handle.batcher = None
+        if handle.queue is not None:
+            handle.queue.stop()
+        handle.queue = None
         close_engines(handle.engines)
         handle.identity = ()
         self._remove(handle)
@@ -400,8 +400,8 @@ class ModelRegistry:
             task.cancel()
         self._loader.shutdown(wait=False, cancel_futures=True)
         for handle in list(self._handles.values()):
-            if handle.batcher is not None:
-                await asyncio.to_thread(handle.batcher.stop)
+            if handle.queue is not None:
+                await asyncio.to_thread(handle.queue.stop)
 
     # Metrics and the change log ----------------------------------------------------------
 
