@@ -39,6 +39,7 @@ class RerankRequest:
     max_chunks_per_doc: int | None = None
     truncation_direction: str = "right"
     allow_truncation: bool = True
+    instruction: str | None = None  # None: the model's default (families that take one)
 
 
 @dataclass
@@ -118,6 +119,7 @@ class RerankService:
         self._check_limits(query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
+        instruction = served.engine.instruction_for(request.instruction)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug("rerank input", extra={"query": query, "documents": documents})
 
@@ -126,7 +128,8 @@ class RerankService:
             unique.setdefault(document, len(unique))
         texts = list(unique)
         raw = np.empty(len(texts), dtype=np.float64)
-        keys = [score_key(served.identity, policy.cache_key(), query, text) for text in texts]
+        inputs = (*policy.cache_key(), instruction)  # everything besides the texts that scores see
+        keys = [score_key(served.identity, inputs, query, text) for text in texts]
         found = await self.cache.get_many(keys) if self.cache else [None] * len(texts)
         missing = [i for i, value in enumerate(found) if value is None]
         for i, value in enumerate(found):
@@ -136,7 +139,9 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
-            plan = await asyncio.to_thread(engine.plan, query, [texts[i] for i in missing], policy)
+            plan = await asyncio.to_thread(
+                engine.plan, query, [texts[i] for i in missing], policy, instruction
+            )
             outputs = await served.batcher.submit(plan.sequences)
             scores = plan.combine(outputs)
             raw[missing] = scores

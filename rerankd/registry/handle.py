@@ -37,7 +37,7 @@ class Placement:
     threads: int | None
     backend: str
     dtype: str
-    max_length: int
+    max_length: int | None  # None: the model family's default
 
     @property
     def cpu_replicas(self) -> int:
@@ -152,7 +152,7 @@ class ModelHandle:
                 {
                     "source": self.engine.model.source,
                     "revision": self.engine.model.revision,
-                    "kind": self.engine.model.kind.value,
+                    "family": self.engine.model.family,
                     "max_length": self.engine.max_length,
                 }
             )

@@ -8,7 +8,6 @@ import dataclasses
 import gc
 import logging
 import time
-from typing import Any
 
 from rerankd.batching import BatchObserver, DynamicBatcher
 from rerankd.config import Settings
@@ -16,42 +15,22 @@ from rerankd.engine import Engine, EngineOptions, load_engine
 from rerankd.engine.options import default_batch_tokens
 from rerankd.models import resolve
 from rerankd.registry.handle import ModelHandle, Placement
-from rerankd.registry.spec import Registration
 
 logger = logging.getLogger(__name__)
 
-_ENGINE_FIELDS = {f.name for f in dataclasses.fields(EngineOptions)}
 
-
-def replica_options(
-    settings: Settings, registration: Registration, placement: Placement, device: str
-) -> EngineOptions:
+def replica_options(settings: Settings, placement: Placement, device: str) -> EngineOptions:
     """EngineOptions for one replica: the launch's overrides, the registration's, the server's.
 
-    `family` and `instruction` are passed through when the engine's options have such fields.
+    The family and the default instruction travel with the registration's `ModelSpec`.
     """
-    options = dataclasses.replace(
+    return dataclasses.replace(
         settings.engine_options(device),
         backend=placement.backend,  # type: ignore[arg-type]
         dtype=placement.dtype,  # type: ignore[arg-type]
         threads=placement.threads if device == "cpu" else None,
         max_length=placement.max_length,
     )
-    extra: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("family", registration.family),
-            ("instruction", registration.instruction),
-        )
-        if value is not None
-    }
-    unknown = sorted(set(extra) - _ENGINE_FIELDS)
-    if unknown:
-        logger.warning(
-            "registration %s: %s not applied by this engine", registration.model_name, unknown
-        )
-    supported = {k: v for k, v in extra.items() if k in _ENGINE_FIELDS}
-    return dataclasses.replace(options, **supported) if supported else options
 
 
 def load_replicas(
@@ -63,9 +42,7 @@ def load_replicas(
     engines: list[Engine] = []
     try:
         for device in placement.devices:
-            engines.append(
-                load_engine(resolved, replica_options(settings, registration, placement, device))
-            )
+            engines.append(load_engine(resolved, replica_options(settings, placement, device)))
     except BaseException:
         close_engines(engines)
         raise
@@ -79,7 +56,7 @@ def load_replicas(
         observer=observer,
         name=handle.uid,
     )
-    identity = (resolved.name, resolved.revision, engines[0].max_length, registration.instruction)
+    identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
     return engines, batcher, identity
 
 

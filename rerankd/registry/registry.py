@@ -90,7 +90,9 @@ class ModelRegistry:
 
     def _startup_launch(self, text: str) -> LaunchRequest:
         """`--model NAME` launches a registration; any other spec registers itself first."""
-        spec = ModelSpec.parse(text)
+        spec = ModelSpec.parse(
+            text, family=self.settings.family, instruction=self.settings.instruction
+        )
         entry = self._entries.get(spec.source)
         if entry is None or spec.revision:
             registration = Registration.from_spec(spec)
@@ -259,7 +261,7 @@ class ModelRegistry:
         devices = request.devices or s.devices
         replicas = request.replica_count or len(devices)
         max_length = request.max_length or registration.max_length or s.max_length
-        if registration.max_tokens and not (request.max_length or registration.max_length):
+        if max_length and registration.max_tokens:  # Xinference's max_tokens: the model's limit
             max_length = min(max_length, registration.max_tokens)
         placement = Placement(
             devices=tuple(devices[i % len(devices)] for i in range(replicas)),

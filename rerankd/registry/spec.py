@@ -84,6 +84,17 @@ class Registration(BaseModel):
             raise ValueError("model_uri or model_id is required: where the model's files are")
         return value
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        from rerankd.errors import RerankError
+        from rerankd.families import check_family_name
+
+        try:
+            return check_family_name(value)
+        except RerankError as exc:
+            raise ValueError(exc.message) from None
+
     @field_validator("dtype")
     @classmethod
     def _known_dtype(cls, value: str | None) -> str | None:
@@ -121,6 +132,8 @@ class Registration(BaseModel):
             model_id="builtin" if builtin else None if local.is_dir() else spec.source,
             model_revision=spec.revision,
             language=["en"] if builtin else [],
+            family=spec.family,
+            instruction=spec.instruction,
         )
 
 
