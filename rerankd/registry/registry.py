@@ -84,9 +84,18 @@ class ModelRegistry:
                     f"two models are served as {request.model_uid!r}; give one a name with SPEC=NAME"
                 )
             handle = self._new_handle(request, STARTUP, planned=sum(cpu[index + 1 :]))
+            handle.registration = self._with_server_defaults(handle.registration)
             self._load(handle)
             if handle.state is ModelState.FAILED:
                 raise LoadFailed(f"could not load {handle.uid!r}: {handle.error}")
+
+    def _with_server_defaults(self, registration: Registration) -> Registration:
+        """`--family` / `--instruction` apply to start-up models that do not set their own."""
+        defaults = {
+            "family": registration.family or self.settings.family,
+            "instruction": registration.instruction or self.settings.instruction,
+        }
+        return registration.model_copy(update=defaults)
 
     def _startup_launch(self, text: str) -> LaunchRequest:
         """`--model NAME` launches a registration; any other spec registers itself first."""
