@@ -9,16 +9,21 @@
     ├── Forbidden         valid credentials without the right (an admin change) (HTTP 403)
     ├── Conflict          a registry change that clashes with what exists (HTTP 409)
     ├── LoadFailed        a launched model could not be loaded; the reason is shown (HTTP 400)
+    ├── BodyTimeout       the client sent its body too slowly (HTTP 408)
     ├── RateLimited       per-client rate limit hit (HTTP 429)
     ├── Overloaded        the queue is full (HTTP 429)
     ├── NotReady          models still loading, or the server is draining (HTTP 503)
-    ├── RequestTimeout    the request waited longer than its deadline (HTTP 503)
-    └── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+    ├── RequestTimeout    the request took longer than its deadline (HTTP 504)
+    ├── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+    └── InternalError     anything unexpected; its text is never shown to clients (HTTP 500)
 
 `InvalidInput` is also a `ValueError`, so in-process callers can catch the usual type.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class RerankError(Exception):
@@ -77,6 +82,11 @@ class LoadFailed(RerankError):
     type = "model_load_failed"
 
 
+class BodyTimeout(RerankError):
+    status = 408
+    type = "request_timeout"
+
+
 class RateLimited(RerankError):
     status = 429
     type = "rate_limit_error"
@@ -97,7 +107,7 @@ class NotReady(RerankError):
 
 
 class RequestTimeout(RerankError):
-    status = 503
+    status = 504
     type = "timeout_error"
     retry_after = 1.0
 
@@ -107,7 +117,12 @@ class BackendFailed(RerankError):
     type = "backend_error"
 
 
-def describe_validation_error(errors: list) -> str:
+class InternalError(RerankError):
+    status = 500
+    type = "internal_error"
+
+
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
     """Pydantic's error list as one readable sentence per problem."""
     parts = []
     for error in errors[:10]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rerankd.admission import estimate_tokens
 from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
 from rerankd.config import Settings
 from rerankd.engine import LongDocPolicy
@@ -84,6 +85,8 @@ class RerankService:
             if self.settings.redis_url
             else None
         )
+        if memory is not None:
+            self.metrics.cache_entries.set_function(lambda: len(memory))
         if memory is None and shared is None:
             return None
         return TieredCache(memory, shared)
@@ -139,6 +142,12 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
+            chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
+            served.batcher.admit(
+                estimate_tokens(
+                    len(query), (len(texts[i]) for i in missing), engine.max_length, chunks
+                )
+            )  # refuse an overloaded request before paying for its tokenization
             plan = await asyncio.to_thread(
                 engine.plan, query, [texts[i] for i in missing], policy, instruction
             )
@@ -183,7 +192,10 @@ class RerankService:
         return LongDocPolicy(
             strategy=request.strategy or s.long_document_strategy,  # type: ignore[arg-type]
             max_tokens_per_doc=request.max_tokens_per_doc,
-            max_chunks_per_doc=request.max_chunks_per_doc or s.max_chunks_per_doc,
+            # A client may ask for fewer chunks than the server allows, never more.
+            max_chunks_per_doc=min(
+                request.max_chunks_per_doc or s.max_chunks_per_doc, s.max_chunks_per_doc
+            ),
             overlap=s.chunk_overlap,
             direction=request.truncation_direction,  # type: ignore[arg-type]
             allow_truncation=request.allow_truncation,

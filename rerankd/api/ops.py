@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -37,7 +39,7 @@ async def health(request: Request) -> JSONResponse:
 
 
 @router.get("/info", summary="Server and model information (TEI-like)")
-async def info(request: Request) -> dict:
+async def info(request: Request) -> dict[str, Any]:
     service = state.service(request)
     settings = state.settings(request)
     models = service.describe()

@@ -52,6 +52,8 @@ def load_replicas(
         max_batch_tokens=batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_queue_tokens=settings.max_queue_tokens,
+        # Half the deadline for the wait, as for every model (see RerankService).
+        max_queue_seconds=settings.request_timeout / 2,
         max_wait_ms=settings.batch_wait_ms,
         observer=observer,
         name=handle.uid,
