@@ -93,6 +93,13 @@ class RerankService:
 
     # Requests --------------------------------------------------------------------------
 
+    def model(self, name: str | None) -> ModelHandle:
+        """The ready model a request naming `name` would use (looked up, not held)."""
+        if not self.ready:
+            raise NotReady("models are still loading")
+        with self.registry.lease(name) as handle:
+            return handle
+
     async def rerank(self, request: RerankRequest) -> RerankResult:
         if not self.ready:
             raise NotReady("models are still loading")
