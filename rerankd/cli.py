@@ -1,4 +1,5 @@
-"""`rerankd serve | rerank | export | models | eval | finetune`."""
+"""`rerankd serve | rerank | export | models | eval | finetune`, and the registry's commands
+(registry/cli.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from rerankd.config import Settings
+from rerankd.registry.cli import add_commands as add_registry_commands
 
 if TYPE_CHECKING:
     from rerankd.ranking import RankedDocument
@@ -272,6 +274,9 @@ def models(
                 }
             )
         )
+
+
+add_registry_commands(app)
 
 
 def _read_jsonl(path: Path) -> list[str]:

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rerankd.api.errors import error_body
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.playground import PLAYGROUND_PATHS
-from rerankd.api.security import Authenticator, RateLimiter, credential
+from rerankd.api.security import Authenticator, Principal, RateLimiter, credential
 from rerankd.config import Settings
 from rerankd.errors import BodyTimeout, InternalError, NotReady, PayloadTooLarge, RerankError
 from rerankd.metrics import Metrics
@@ -112,16 +112,19 @@ class RequestGuard:
             return
         if self.lifecycle.draining and path not in OPS_PATHS:
             raise NotReady("the server is shutting down")
-        principal = _client_address(scope)
+        principal = Principal(_client_address(scope))
         if self.authenticator is not None and self.authenticator.enabled:
+            token = credential(headers)
             try:
-                principal = self.authenticator.authenticate(credential(headers))
+                principal = self.authenticator.authenticate(token)
             except RerankError:
-                self.metrics.rejected.labels("unauthorized").inc()
-                raise
+                if self.authenticator.required:  # else only registry changes need a key
+                    self.metrics.rejected.labels("unauthorized").inc()
+                    raise
+        scope["state"]["principal"] = principal
         if self.rate_limiter is not None and path not in OPS_PATHS:
             try:
-                await self.rate_limiter.check(principal)
+                await self.rate_limiter.check(principal.name)
             except RerankError:
                 self.metrics.rejected.labels("rate_limited").inc()
                 raise
