@@ -96,6 +96,15 @@ class Metrics:
             "rerankd_rejected_requests", "Requests refused before scoring.", ["reason"], registry=r
         )
 
+        # Scheduler (issue 11): how long each request waited for its first batch.
+        self.queue_wait = Histogram(
+            "rerankd_queue_wait_seconds",
+            "Time from a request's queueing to the start of its first batch.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -127,6 +136,9 @@ class BatchMetrics:
         m.inference.labels(model).observe(seconds)
         m.pairs.labels(model).inc(pairs)
         m.tokens.labels(model).inc(real_tokens)
+
+    def request_started(self, waited: float) -> None:
+        self._m.queue_wait.labels(self._model).observe(waited)
 
     def rejected(self, reason: str) -> None:
         self._m.rejected.labels(reason).inc()

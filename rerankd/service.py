@@ -44,6 +44,7 @@ class RerankRequest:
     max_chunks_per_doc: int | None = None
     truncation_direction: str = "right"
     allow_truncation: bool = True
+    priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
 @dataclass
@@ -193,7 +194,7 @@ class RerankService:
         if missing:
             engine = served.engine
             plan = await asyncio.to_thread(engine.plan, query, [texts[i] for i in missing], policy)
-            outputs = await served.batcher.submit(plan.sequences)
+            outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens

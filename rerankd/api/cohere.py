@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Text, TopN
+from rerankd.api.fields import Priority, Text, TopN
 from rerankd.service import RerankRequest
 
 router = APIRouter(tags=["rerank"])
@@ -43,6 +43,7 @@ class CohereRerankRequest(BaseModel):
         None, ge=1, description="Split long documents into chunks (at most this many)."
     )
     raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
+    priority: Priority = 0
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
@@ -58,6 +59,7 @@ class CohereRerankRequest(BaseModel):
             strategy="chunk" if self.max_chunks_per_doc else None,
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
+            priority=self.priority,
         )
 
 

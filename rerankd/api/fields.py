@@ -19,3 +19,12 @@ TopN = Annotated[
     StrictInt | None,
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}),
 ]
+Priority = Annotated[
+    StrictInt,
+    Field(
+        ge=-(2**31),
+        le=2**31 - 1,
+        description="Scheduling priority: lower runs earlier (as vLLM); default 0. Among equal "
+        "priorities, requests with fewer tokens left run first.",
+    ),
+]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import Text, Texts, TopN
+from rerankd.api.fields import Priority, Text, Texts, TopN
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
@@ -39,6 +39,7 @@ class NativeRerankRequest(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="Chunks per document with 'chunk'."
     )
+    priority: Priority = 0
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -50,6 +51,7 @@ class NativeRerankRequest(BaseModel):
             strategy=self.long_document_strategy,
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
+            priority=self.priority,
         )
 
 
