@@ -144,6 +144,9 @@ def export(
     cache_dir: Annotated[
         Path | None, typer.Option(help="ONNX cache (default ~/.cache/rerankd).")
     ] = None,
+    force_int8: Annotated[
+        bool, typer.Option("--force-int8", help="Keep int8 even if its accuracy probe fails.")
+    ] = False,
 ) -> None:
     """Build the ONNX cache for a model ahead of a deployment."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -162,7 +165,12 @@ def export(
         try:
             resolved = resolve(ModelSpec.parse(model))
             progress.update(task, advance=1, description=steps[1])
-            options = EngineOptions(backend="onnx", dtype="int8" if int8 else "float32", **extra)
+            options = EngineOptions(
+                backend="onnx",
+                dtype="int8" if int8 else "float32",
+                force_int8=force_int8,
+                **extra,  # type: ignore[arg-type]
+            )
             uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
 
             def step(message: str) -> None:
@@ -175,6 +183,13 @@ def export(
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
         progress.update(task, completed=len(steps), description="done")
+    if int8:
+        from rerankd.engine.onnx_backend import cache_entry
+        from rerankd.engine.quantize import read_record
+
+        record = read_record(cache_entry(resolved, options))
+        if record is not None:
+            typer.echo(record.summary(), err=not record.serves_int8)
     typer.echo(str(path))
 
 

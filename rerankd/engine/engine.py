@@ -47,7 +47,7 @@ class Engine:
         self.run(plan.sequences)
 
     def describe(self) -> dict[str, object]:
-        return {
+        info: dict[str, object] = {
             "name": self.model.name,
             "source": self.model.source,
             "revision": self.model.revision,
@@ -55,6 +55,12 @@ class Engine:
             "backend": self.backend.description,
             "max_length": self.max_length,
         }
+        if self.options.backend == "onnx" and self.options.dtype == "int8":
+            from rerankd.engine.onnx_backend import cache_entry
+            from rerankd.engine.quantize import describe
+
+            info["int8"] = describe(cache_entry(self.model, self.options))  # the export's probe
+        return info
 
 
 def load_engine(
