@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerankd.engine import EngineOptions
+from rerankd.engine import EngineOptions, quantize
 from rerankd.engine.onnx_backend import ensure_exported
 from rerankd.engine.quantize import (
     Int8Record,
@@ -23,7 +23,6 @@ from rerankd.engine.quantize import (
     quantize_checked,
     read_record,
     scheme_for,
-    sensitivity,
 )
 from rerankd.models import ModelSpec, ResolvedModel, resolve
 
@@ -78,7 +77,9 @@ def test_a_passing_probe_serves_int8_and_records_the_cpu(
     exported: tuple[ResolvedModel, EngineOptions, Path],
 ) -> None:
     model, options, fp32 = exported
-    served = quantize_checked(model, options, fp32, int8_file(fp32.parent), min_spearman=-1.0)
+    served = quantize_checked(
+        model, options, fp32, int8_file(fp32.parent), min_spearman=-1.0, max_deviation=1.0
+    )
     assert served == int8_file(fp32.parent) and served.is_file()
     record = json.loads(served.with_suffix(".json").read_text())
     assert record["accepted"] and record["isa"] == isa_class(cpu_flags())
@@ -102,7 +103,7 @@ def test_a_cache_from_another_cpu_class_is_retuned(
     entry = fp32.parent
     here = isa_class(cpu_flags())
     other = "avx2" if here != "avx2" else "avx512vnni"
-    quantize_checked(model, options, fp32, int8_file(entry), min_spearman=-1.0)
+    quantize_checked(model, options, fp32, int8_file(entry), min_spearman=-1.0, max_deviation=1.0)
     # Pretend the cache was built on a CPU of another class and copied here.
     int8_file(entry).rename(int8_file(entry, other))
     int8_file(entry).with_suffix(".json").rename(int8_file(entry, other).with_suffix(".json"))
@@ -114,8 +115,10 @@ def test_a_cache_from_another_cpu_class_is_retuned(
     assert read_record(entry) is not None and read_record(entry, other) is not None
 
 
-def test_sensitivity_finds_the_product_with_an_activation_outlier(
-    exported: tuple[ResolvedModel, EngineOptions, Path], tmp_path: Path
+def test_an_activation_outlier_is_found_and_smoothed_away(
+    exported: tuple[ResolvedModel, EngineOptions, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import onnx
     from onnx import numpy_helper
@@ -140,11 +143,23 @@ def test_sensitivity_finds_the_product_with_an_activation_outlier(
     corrupted = tmp_path / "corrupted.onnx"
     onnx.save(graph, str(corrupted))
     backend = SessionBackend(corrupted, 1)
-    probe_scores(model, options, backend)
+    fp32_scores = probe_scores(model, options, backend)
     for kind in ("s8", "u8"):
-        ranking = sensitivity(corrupted, backend.feeds, kind)  # type: ignore[arg-type]
-        assert ranking[0][0] == target.name
-        assert ranking[0][1] > 2 * ranking[1][1]
+        monkeypatch.setattr(quantize, "SMOOTHING", (0.0,))
+        plain = quantize.sensitivity(corrupted, backend.feeds, kind)  # type: ignore[arg-type]
+        assert plain[0][0] == target.name, "found: the worst product without smoothing"
+        assert plain[0][1] > 2 * plain[1][1]
+        monkeypatch.undo()
+        plans = {p.name: p for p in quantize.plan_products(corrupted, backend.feeds, kind)}  # type: ignore[arg-type]
+        fixed = plans[target.name]
+        assert fixed.alpha > 0 and fixed.error < plain[0][1] / 3, "and fixed by smoothing"
+        assert fixed.scale is not None and fixed.scale[0] > 20 * np.median(fixed.scale)
+    smoothed = tmp_path / "smoothed.onnx"
+    assert quantize.smooth(corrupted, smoothed, list(plans.values())) >= 1
+    same = probe_scores(model, options, SessionBackend(smoothed, 1))
+    assert np.abs(same - fp32_scores).max() < 1e-4, (
+        "smoothing alone leaves fp32 scores as they were"
+    )
 
 
 def test_export_cli_prints_the_probe_and_info_shows_it(bert_model: Path, tmp_path: Path) -> None:

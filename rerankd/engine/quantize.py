@@ -122,6 +122,7 @@ class Int8Record:
     onnxruntime: str
     seconds: float
     tried: list[dict[str, float | int]] = field(default_factory=list)
+    smoothed: int = 0  # products whose activation outliers were moved into the weights
 
     @property
     def serves_int8(self) -> bool:
@@ -201,18 +202,21 @@ def quantize_checked(
     step(f"quantizing to int8 ({scheme.weights} weights for {scheme.isa})")
     reference_backend = SessionBackend(fp32, options.thread_count)
     reference = probe_scores(model, options, reference_backend)
-    ranking = sensitivity(fp32, reference_backend.feeds, scheme.weights)
+    plans = plan_products(fp32, reference_backend.feeds, scheme.weights)
+    ranking = [(plan.name, plan.error) for plan in plans]
     head = _head_nodes(fp32)
     limit = int(len(ranking) * MAX_KEPT_SHARE)
     counts = sorted({0, 1, 2, 4, 8, 16, 32, limit} & set(range(limit + 1)))
     tried: list[dict[str, float | int]] = []
     best: tuple[float, Path, int, float] | None = None
     with tempfile.TemporaryDirectory(dir=int8.parent) as tmp:
+        smoothed = Path(tmp) / "smoothed.onnx"
+        smoothed_count = smooth(fp32, smoothed, plans)
         for count in counts:
             step(f"int8 probe with {count} sensitive products in fp32")
             candidate = Path(tmp) / f"candidate-{count}.onnx"
             kept = [name for name, _ in ranking[:count]]
-            _quantize(fp32, candidate, scheme, head + kept)
+            _quantize(smoothed, candidate, scheme, head + kept)
             scores = probe_scores(model, options, SessionBackend(candidate, options.thread_count))
             rho = spearman(scores, reference)
             deviation = float(np.max(np.abs(scores - reference)))
@@ -234,6 +238,7 @@ def quantize_checked(
             probe_pairs=len(reference),
             quantized=len(ranking) - count,
             kept_fp32=[name for name, _ in ranking[:count]],
+            smoothed=smoothed_count,
             cpu_flags=sorted(flags & set(_ISA_FLAGS)),
             onnxruntime=_ort_version(),
             seconds=round(time.perf_counter() - started, 1),
@@ -365,57 +370,191 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
-# Per-layer sensitivity --------------------------------------------------------------------
+# Per-layer sensitivity and smoothing -------------------------------------------------------
+
+SMOOTHING = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)  # migration strengths tried per product (0: none)
+SMOOTH_MIN_GAIN = 1.5  # smoothing that needs a Mul must cut the simulated error by this factor
 
 
-def sensitivity(
+@dataclass
+class ProductPlan:
+    """One quantizable product: its simulated int8 error, and the smoothing that minimises it."""
+
+    name: str
+    activation: str
+    weight: str
+    error: float
+    alpha: float
+    scale: np.ndarray | None = None  # per input channel: x / scale, scale * W; None: as is
+
+
+def plan_products(
     fp32: Path, feeds: list[dict[str, np.ndarray]], weights: Literal["s8", "u8"]
-) -> list[tuple[str, float]]:
-    """Each quantizable product's simulated int8 error on its real inputs, worst first.
+) -> list[ProductPlan]:
+    """Each quantizable product's int8 error on its real inputs, with its best smoothing.
 
-    The error is ||Q(x) Q(W) - x W|| / ||x W|| with x quantized as ONNX Runtime does at run
-    time (u8, per tensor) and W per output channel in the scheme's weight type.
+    The error is ||Q(x') Q(W') - x W|| / ||x W||, x quantized as ONNX Runtime does at run
+    time (u8, per tensor) and W per output channel in the scheme's weight type. Smoothing
+    (SmoothQuant's migration) divides activation channel j by s_j = max|x_j|^a / max|W_j|^(1-a)
+    and multiplies weight row j by it: the same product in fp32, but the outlier channels
+    that set a per-tensor u8 scale (and round every other channel to a few levels) shrink.
     """
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
     graph_model = onnx.load(str(fp32))
     graph = graph_model.graph
     initializers = {init.name: init for init in graph.initializer}
-    targets = [
+    products = [
         (node.name, node.input[0], node.input[1])
         for node in graph.node
         if node.op_type in QUANTIZED_OPS and len(node.input) > 1 and node.input[1] in initializers
     ]
-    weights_of = {name: numpy_helper.to_array(initializers[w]) for name, _, w in targets}
-    outputs = {o.name for o in graph.output}
-    for _, activation, _ in targets:
-        if activation not in outputs:
-            graph.output.append(
-                onnx.helper.make_tensor_value_info(activation, onnx.TensorProto.FLOAT, None)
-            )
-            outputs.add(activation)
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = Path(tmp) / "probe.onnx"
-        onnx.save(graph_model, str(probe), save_as_external_data=True, location="probe.data")
-        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        captured: dict[str, list[np.ndarray]] = {}
-        for feed in feeds:
-            for name, value in zip(names, session.run(None, feed), strict=True):
-                if value.ndim >= 2:
-                    captured.setdefault(name, []).append(value.reshape(-1, value.shape[-1]))
-    errors = []
-    for name, activation, _ in targets:
+    weight_values = {name: numpy_helper.to_array(initializers[w]) for name, _, w in products}
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    captured = _capture(graph_model, {activation for _, activation, _ in products}, feeds)
+    plans = []
+    for name, activation, weight in products:
+        w = weight_values[name].astype(np.float32)
+        if activation not in captured or w.ndim != 2:
+            continue
         x = np.concatenate(captured[activation])[:4096].astype(np.float32)
-        w = weights_of[name].astype(np.float32)
-        if w.ndim != 2 or x.shape[1] != w.shape[0]:
+        if x.shape[1] != w.shape[0]:
             continue
         exact = x @ w
-        approx = _fake_activations(x) @ _fake_weights(w, weights)
-        errors.append((name, float(np.linalg.norm(approx - exact) / np.linalg.norm(exact))))
-    return sorted(errors, key=lambda item: -item[1])
+        norm = float(np.linalg.norm(exact)) or 1.0
+        best: ProductPlan | None = None
+        plain: ProductPlan | None = None
+        for alpha in SMOOTHING:
+            scale = _smoothing_scale(x, w, alpha) if alpha else None
+            xs, ws = (x, w) if scale is None else (x / scale, w * scale[:, None])
+            error = float(
+                np.linalg.norm(_fake_activations(xs) @ _fake_weights(ws, weights) - exact)
+            )
+            candidate = ProductPlan(name, activation, weight, error / norm, alpha, scale)
+            if not alpha:
+                plain = candidate
+            if best is None or candidate.error < best.error:
+                best = candidate
+        assert best is not None and plain is not None
+        folds = producers.get(activation, "") == "Attention"
+        if best.alpha and not folds and plain.error < SMOOTH_MIN_GAIN * best.error:
+            best = plain  # a Mul costs a pass over the activations: only where it pays
+        plans.append(best)
+    return sorted(plans, key=lambda plan: -plan.error)
+
+
+def sensitivity(
+    fp32: Path, feeds: list[dict[str, np.ndarray]], weights: Literal["s8", "u8"]
+) -> list[tuple[str, float]]:
+    """(product, simulated int8 error with its best smoothing), worst first."""
+    return [(plan.name, plan.error) for plan in plan_products(fp32, feeds, weights)]
+
+
+def smooth(fp32: Path, out: Path, plans: list[ProductPlan]) -> int:
+    """Write `fp32` with each planned smoothing applied (the same function); returns how many."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph_model = onnx.load(str(fp32))
+    graph = graph_model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    nodes = {node.name: node for node in graph.node}
+    producers = {output: node for node in graph.node for output in node.output}
+    done = 0
+    for plan in plans:
+        node = nodes.get(plan.name)
+        if plan.scale is None or node is None:
+            continue
+        _scale_initializer(initializers[plan.weight], rows=plan.scale)
+        producer = producers.get(node.input[0])
+        if _fold_into_attention(producer, initializers, plan.scale):
+            done += 1  # the attention's value projection now yields x / scale: no Mul needed
+            continue
+        divisor = f"{plan.name}/smooth_scale"
+        smoothed = f"{plan.name}/smoothed_input"
+        graph.initializer.append(
+            numpy_helper.from_array((1.0 / plan.scale).astype(np.float32), divisor)
+        )
+        position = list(graph.node).index(node)
+        graph.node.insert(
+            position,
+            onnx.helper.make_node(
+                "Mul", [node.input[0], divisor], [smoothed], name=f"{plan.name}/smooth"
+            ),
+        )
+        node.input[0] = smoothed
+        done += 1
+    onnx.save(graph_model, str(out))
+    return done
+
+
+def _scale_initializer(
+    init: object, rows: np.ndarray | None = None, columns: np.ndarray | None = None
+) -> None:
+    """Multiply an initializer's rows (or a bias's / a matrix's columns) in place."""
+    from onnx import numpy_helper
+
+    value = numpy_helper.to_array(init).astype(np.float32)  # type: ignore[arg-type]
+    if rows is not None:
+        value = value * rows[:, None]
+    if columns is not None:
+        value = value * columns
+    init.CopyFrom(numpy_helper.from_array(value, init.name))  # type: ignore[attr-defined]
+
+
+def _fold_into_attention(producer: object, initializers: dict, scale: np.ndarray) -> bool:
+    """Divide an Attention node's value projection by `scale`, if it feeds the product alone.
+
+    Attention's output is softmax(QK^T) V: linear in V, channel for channel, so scaling V's
+    weight columns and bias divides the output's channels, and no Mul runs at all.
+    """
+    if producer is None or getattr(producer, "op_type", "") != "Attention":
+        return False
+    inputs = list(producer.input)  # type: ignore[attr-defined]
+    if len(inputs) < 3 or inputs[1] not in initializers or inputs[2] not in initializers:
+        return False
+    hidden = scale.shape[0]
+    weight, bias = initializers[inputs[1]], initializers[inputs[2]]
+    if list(weight.dims)[-1] != 3 * hidden or list(bias.dims) != [3 * hidden]:
+        return False
+    columns = np.concatenate([np.ones(2 * hidden, np.float32), 1.0 / scale]).astype(np.float32)
+    _scale_initializer(weight, columns=columns)
+    _scale_initializer(bias, columns=columns)
+    return True
+
+
+def _smoothing_scale(x: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
+    x_max = np.maximum(np.abs(x).max(axis=0), 1e-5)
+    w_max = np.maximum(np.abs(w).max(axis=1), 1e-5)
+    return (x_max**alpha / w_max ** (1 - alpha)).astype(np.float32)
+
+
+def _capture(
+    graph_model: object, names: set[str], feeds: list[dict[str, np.ndarray]]
+) -> dict[str, list[np.ndarray]]:
+    """The values of the tensors `names` on `feeds`, as [rows, channels] blocks."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+
+    probe_model = copy.deepcopy(graph_model)
+    graph = probe_model.graph  # type: ignore[attr-defined]
+    outputs = {o.name for o in graph.output}
+    for name in sorted(names - outputs):
+        graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    captured: dict[str, list[np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe.onnx"
+        onnx.save(probe_model, str(probe), save_as_external_data=True, location="probe.data")
+        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+        labels = [o.name for o in session.get_outputs()]
+        for feed in feeds:
+            for name, value in zip(labels, session.run(None, feed), strict=True):
+                if name in names and value.ndim >= 2:
+                    captured.setdefault(name, []).append(value.reshape(-1, value.shape[-1]))
+    return captured
 
 
 def _fake_activations(x: np.ndarray) -> np.ndarray:
