@@ -175,6 +175,11 @@ async def _measure(url: str, server_pid: int, args: argparse.Namespace) -> dict[
             "bulk_mixed_over_alone": round(
                 (mixed.bulk_pairs / mixed.seconds) / (alone.bulk_pairs / alone.seconds), 3
             ),
+            # All tokens run (bulk and small): what the scheduler itself costs, the small
+            # requests' own work aside.
+            "tokens_mixed_over_alone": round(
+                (mixed.real / mixed.seconds) / (alone.real / alone.seconds), 3
+            ),
         },
     }
 
@@ -183,6 +188,7 @@ def _window_summary(window: Window) -> dict[str, float]:
     return {
         "bulk_pairs_per_s": round(window.bulk_pairs / window.seconds, 2),
         "small_pairs_per_s": round(window.small_pairs / window.seconds, 2),
+        "real_tokens_per_s": round(window.real / window.seconds, 1),
         "padding_waste": round(window.padded / window.real, 3) if window.real else 0.0,
         "seconds": round(window.seconds, 1),
         "other_cpu_cores": round(window.other_cpu, 2),

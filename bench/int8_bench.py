@@ -136,7 +136,8 @@ def main() -> None:
         print(json.dumps(result, indent=2), flush=True)
         report["results"].append(result)  # type: ignore[attr-defined]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "int8_bench.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    out = RESULTS / f"int8_bench-{'-'.join(args.models)}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n", "utf-8")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import LongDocPolicy
 from rerankd.engine.quantize_probe import PROBE
 from rerankd.models import ResolvedModel
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +376,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 # Per-layer sensitivity and smoothing -------------------------------------------------------
 
 SMOOTHING = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)  # migration strengths tried per product (0: none)
+SAMPLE_ROWS = 1024  # activation rows per product the simulation uses
 SMOOTH_MIN_GAIN = 1.5  # smoothing that needs a Mul must cut the simulated error by this factor
 
 
@@ -418,7 +422,8 @@ def plan_products(
         w = weight_values[name].astype(np.float32)
         if activation not in captured or w.ndim != 2:
             continue
-        x = np.concatenate(captured[activation])[:4096].astype(np.float32)
+        x = np.concatenate(captured[activation]).astype(np.float32)
+        x = x[:: max(1, len(x) // SAMPLE_ROWS)]  # an even sample: the simulation is numpy GEMMs
         if x.shape[1] != w.shape[0]:
             continue
         exact = x @ w
@@ -490,28 +495,30 @@ def smooth(fp32: Path, out: Path, plans: list[ProductPlan]) -> int:
 
 
 def _scale_initializer(
-    init: object, rows: np.ndarray | None = None, columns: np.ndarray | None = None
+    init: onnx.TensorProto, rows: np.ndarray | None = None, columns: np.ndarray | None = None
 ) -> None:
     """Multiply an initializer's rows (or a bias's / a matrix's columns) in place."""
     from onnx import numpy_helper
 
-    value = numpy_helper.to_array(init).astype(np.float32)  # type: ignore[arg-type]
+    value = numpy_helper.to_array(init).astype(np.float32)
     if rows is not None:
         value = value * rows[:, None]
     if columns is not None:
         value = value * columns
-    init.CopyFrom(numpy_helper.from_array(value, init.name))  # type: ignore[attr-defined]
+    init.CopyFrom(numpy_helper.from_array(value, init.name))
 
 
-def _fold_into_attention(producer: object, initializers: dict, scale: np.ndarray) -> bool:
+def _fold_into_attention(
+    producer: onnx.NodeProto | None, initializers: dict[str, onnx.TensorProto], scale: np.ndarray
+) -> bool:
     """Divide an Attention node's value projection by `scale`, if it feeds the product alone.
 
     Attention's output is softmax(QK^T) V: linear in V, channel for channel, so scaling V's
     weight columns and bias divides the output's channels, and no Mul runs at all.
     """
-    if producer is None or getattr(producer, "op_type", "") != "Attention":
+    if producer is None or producer.op_type != "Attention":
         return False
-    inputs = list(producer.input)  # type: ignore[attr-defined]
+    inputs = list(producer.input)
     if len(inputs) < 3 or inputs[1] not in initializers or inputs[2] not in initializers:
         return False
     hidden = scale.shape[0]
@@ -531,7 +538,7 @@ def _smoothing_scale(x: np.ndarray, w: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def _capture(
-    graph_model: object, names: set[str], feeds: list[dict[str, np.ndarray]]
+    graph_model: onnx.ModelProto, names: set[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, list[np.ndarray]]:
     """The values of the tensors `names` on `feeds`, as [rows, channels] blocks."""
     import copy
@@ -540,7 +547,7 @@ def _capture(
     import onnxruntime as ort
 
     probe_model = copy.deepcopy(graph_model)
-    graph = probe_model.graph  # type: ignore[attr-defined]
+    graph = probe_model.graph
     outputs = {o.name for o in graph.output}
     for name in sorted(names - outputs):
         graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
