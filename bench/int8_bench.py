@@ -38,8 +38,7 @@ def _fp32_file(model_dir: Path, threads: int) -> tuple[object, Path]:
     options = EngineOptions(
         backend="onnx", dtype="float32", threads=threads, cache_dir=CACHE / "rerankd"
     )
-    uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
-    return resolved, ensure_exported(resolved, options, uses_type_ids)
+    return resolved, ensure_exported(resolved, options)
 
 
 def build_variants(name: str, threads: int, work: Path) -> tuple[object, dict[str, Path], dict]:
@@ -82,13 +81,13 @@ def build_variants(name: str, threads: int, work: Path) -> tuple[object, dict[st
 def measure(name: str, requests: int, threads: int, work: Path) -> dict[str, object]:
     from rerankd.batching import run_sorted
     from rerankd.engine import EngineOptions, LongDocPolicy
-    from rerankd.engine.engine import Engine
+    from rerankd.engine.engine import Engine, bind_family
     from rerankd.engine.quantize import SessionBackend, spearman
 
     model, variants, info = build_variants(name, threads, work)
     options = EngineOptions(backend="onnx", threads=threads)
     engines = {
-        label: Engine(model, options, SessionBackend(path, threads))  # type: ignore[arg-type]
+        label: Engine(model, options, bind_family(model, options), SessionBackend(path, threads))  # type: ignore[arg-type]
         for label, path in variants.items()
     }
     workload = make_requests(requests, WorkloadSpec(documents=32, seed=3))

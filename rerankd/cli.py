@@ -8,12 +8,15 @@ import signal
 import sys
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 from pydantic import ValidationError
 
 from rerankd.config import Settings
+
+if TYPE_CHECKING:
+    from rerankd.ranking import RankedDocument
 
 app = typer.Typer(
     help="rerankd: a reranking server for cross-encoders.",
@@ -89,18 +92,42 @@ BackendOption = Annotated[str, typer.Option(help="torch or onnx.")]
 def rerank(
     query: Annotated[str, typer.Argument(help="The query.")],
     documents: Annotated[list[str] | None, typer.Argument(help="Documents to rank.")] = None,
-    model: ModelOption = "builtin",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Hub id, local directory, or 'builtin' (default); with --endpoint, a served "
+            "model name (default: the server's first).",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Rank on the rerankd server at this URL instead of loading the model."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="RERANKD_API_KEY", help="API key for --endpoint.")
+    ] = None,
     file: Annotated[
         Path | None, typer.Option(help='JSONL: one {"text": ...} or string per line.')
     ] = None,
     top_n: Annotated[int | None, typer.Option(help="Show only the best N.")] = None,
     backend: BackendOption = "torch",
     dtype: Annotated[str, typer.Option(help="float32, or int8 with --backend onnx.")] = "float32",
-    max_length: Annotated[int, typer.Option(help="Longest pair in tokens.")] = 512,
+    max_length: Annotated[
+        int | None, typer.Option(help="Longest pair in tokens (default: the family's).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Model family, when detection cannot tell.")
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="Instruction, for models whose family takes one.")
+    ] = None,
     raw: Annotated[bool, typer.Option(help="Print raw logits.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Rank documents for a query and print a table."""
+    import httpx
     from rich.console import Console
     from rich.table import Table
 
@@ -111,9 +138,21 @@ def rerank(
     if file is not None:
         texts += _read_jsonl(file)
     try:
-        reranker = Reranker(model, backend=backend, dtype=dtype, max_length=max_length)
-        results = reranker.rerank(query, texts, top_n=top_n, raw=raw)
-    except (RerankError, ValueError) as exc:
+        if endpoint:
+            served, results = _rerank_remote(
+                endpoint, api_key, model, query, texts, top_n, raw, instruction
+            )
+        else:
+            reranker = Reranker(
+                model or "builtin",
+                backend=backend,
+                dtype=dtype,
+                max_length=max_length,
+                family=family,
+            )
+            served = reranker.model
+            results = reranker.rerank(query, texts, top_n=top_n, raw=raw, instruction=instruction)
+    except (RerankError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"rerankd: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
@@ -124,7 +163,7 @@ def rerank(
             )
         )
         return
-    table = Table(title=f"{reranker.model}: {query}")
+    table = Table(title=f"{served}: {query}")
     table.add_column("rank", justify="right")
     table.add_column("index", justify="right")
     table.add_column("score", justify="right")
@@ -133,6 +172,25 @@ def rerank(
         text = result.document if len(result.document) <= 100 else result.document[:97] + "..."
         table.add_row(str(position), str(result.index), f"{result.score:.4f}", text)
     Console().print(table)
+
+
+def _rerank_remote(
+    endpoint: str,
+    api_key: str | None,
+    model: str | None,
+    query: str,
+    texts: list[str],
+    top_n: int | None,
+    raw: bool,
+    instruction: str | None,
+) -> tuple[str, list[RankedDocument]]:
+    """`rerank --endpoint`: the same ranking from a running server, through `rerankd.Client`."""
+    from rerankd.client import Client
+
+    options = {"instruction": instruction} if instruction else {}
+    with Client(endpoint, api_key=api_key) as client:
+        response = client.rerank(query, texts, model=model, top_n=top_n, raw_scores=raw, **options)
+    return response.model, response.results
 
 
 @app.command()
@@ -171,14 +229,13 @@ def export(
                 force_int8=force_int8,
                 **extra,  # type: ignore[arg-type]
             )
-            uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
 
             def step(message: str) -> None:
                 progress.update(task, description=message)
                 if message.startswith("quantizing"):
                     progress.advance(task)
 
-            path = ensure_exported(resolved, options, uses_type_ids, step)
+            path = ensure_exported(resolved, options, step)
         except (RerankError, ValueError) as exc:
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -191,6 +248,16 @@ def export(
         if record is not None:
             typer.echo(record.summary(), err=not record.serves_int8)
     typer.echo(str(path))
+
+
+@app.command()
+def families() -> None:
+    """List the model families rerankd serves, with the reference each one reproduces."""
+    from rerankd.families import FAMILIES
+
+    for name, family in FAMILIES.items():
+        instruction = "takes an instruction" if family.takes_instruction else "no instruction"
+        typer.echo(f"{name}: {family.summary} [{instruction}; reference: {family.reference}]")
 
 
 @app.command()
@@ -213,7 +280,7 @@ def models(
                     "name": resolved.name,
                     "path": str(resolved.path),
                     "revision": resolved.revision,
-                    "kind": resolved.kind.value,
+                    "kind": resolved.family,
                 }
             )
         )

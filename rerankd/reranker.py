@@ -9,7 +9,7 @@ import numpy as np
 
 from rerankd.batching import run_sorted
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
-from rerankd.engine.options import default_batch_tokens
+from rerankd.engine.options import default_batch_tokens, default_cache_dir
 from rerankd.errors import InvalidInput
 from rerankd.models import ModelSpec
 from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
@@ -30,21 +30,23 @@ class Reranker:
         backend: str = "torch",
         dtype: str = "float32",
         device: str = "cpu",
-        max_length: int = 512,
+        max_length: int | None = None,
         threads: int | None = None,
         max_batch_tokens: int | None = None,
         cache_dir: Path | None = None,
+        family: str | None = None,
+        instruction: str | None = None,
     ) -> None:
-        extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
             dtype=dtype,  # type: ignore[arg-type]
             device=device,
             max_length=max_length,
             threads=threads,
-            **extra,
+            cache_dir=cache_dir or default_cache_dir(),
         )
-        self.engine: Engine = load_engine(ModelSpec.parse(str(model)), options)
+        spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
+        self.engine: Engine = load_engine(spec, options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
 
     @property
@@ -57,6 +59,7 @@ class Reranker:
         *,
         raw: bool = False,
         policy: LongDocPolicy | None = None,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """One score per (query, document) pair, in the order given."""
         pairs = list(pairs)
@@ -71,7 +74,7 @@ class Reranker:
         for query, positions in by_query.items():
             checked_query, documents = check_inputs(query, [pairs[p][1] for p in positions])
             scores[positions] = self._scores(
-                checked_query, documents, raw, policy or LongDocPolicy()
+                checked_query, documents, raw, policy or LongDocPolicy(), instruction
             )
         return scores
 
@@ -83,18 +86,25 @@ class Reranker:
         *,
         raw: bool = False,
         policy: LongDocPolicy | None = None,
+        instruction: str | None = None,
     ) -> list[RankedDocument]:
         """The documents ordered by relevance to the query, best first."""
         query, documents = check_inputs(query, documents)
         top = check_top_n(top_n, len(documents))
-        scores = self._scores(query, documents, raw, policy or LongDocPolicy())
+        scores = self._scores(query, documents, raw, policy or LongDocPolicy(), instruction)
         return rank(scores, documents, top)
 
     def _scores(
-        self, query: str, documents: list[str], raw: bool, policy: LongDocPolicy
+        self,
+        query: str,
+        documents: list[str],
+        raw: bool,
+        policy: LongDocPolicy,
+        instruction: str | None,
     ) -> np.ndarray:
         """Scores of inputs already checked by `check_inputs`."""
-        plan = self.engine.plan(query, documents, policy)
+        instruction = self.engine.instruction_for(instruction)
+        plan = self.engine.plan(query, documents, policy, instruction)
         outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
         return scores if raw else self.engine.normalize(scores)

@@ -44,6 +44,7 @@ class RerankRequest:
     max_chunks_per_doc: int | None = None
     truncation_direction: str = "right"
     allow_truncation: bool = True
+    instruction: str | None = None  # None: the model's default (families that take one)
     priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
@@ -85,7 +86,9 @@ class RerankService:
         """Load every model (slow: runs in a thread at start-up), then start the batchers."""
         devices = self.settings.devices
         for text in self.settings.model:
-            spec = ModelSpec.parse(text)
+            spec = ModelSpec.parse(
+                text, family=self.settings.family, instruction=self.settings.instruction
+            )
             if spec.name in self.models:
                 raise ValueError(
                     f"two models are served as {spec.name!r}; give one a name with SPEC=NAME"
@@ -108,7 +111,7 @@ class RerankService:
                 observer=self.metrics.batch_observer(spec.name),
                 name=spec.name,
             )
-            identity = (resolved.name, resolved.revision, engines[0].max_length)
+            identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
             self.models[spec.name] = ServedModel(spec.name, engines, batcher, seconds, identity)
             logger.info(
                 "serving %s (%s) as %r", resolved.source, engines[0].backend.description, spec.name
@@ -175,6 +178,7 @@ class RerankService:
         self._check_limits(query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
+        instruction = served.engine.instruction_for(request.instruction)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug("rerank input", extra={"query": query, "documents": documents})
 
@@ -183,7 +187,8 @@ class RerankService:
             unique.setdefault(document, len(unique))
         texts = list(unique)
         raw = np.empty(len(texts), dtype=np.float64)
-        keys = [score_key(served.identity, policy.cache_key(), query, text) for text in texts]
+        inputs = (*policy.cache_key(), instruction)  # everything besides the texts that scores see
+        keys = [score_key(served.identity, inputs, query, text) for text in texts]
         found = await self.cache.get_many(keys) if self.cache else [None] * len(texts)
         missing = [i for i, value in enumerate(found) if value is None]
         for i, value in enumerate(found):
@@ -193,7 +198,9 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
-            plan = await asyncio.to_thread(engine.plan, query, [texts[i] for i in missing], policy)
+            plan = await asyncio.to_thread(
+                engine.plan, query, [texts[i] for i in missing], policy, instruction
+            )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores

@@ -47,7 +47,7 @@ def exported(bert_model: Path, tmp_path: Path) -> tuple[ResolvedModel, EngineOpt
     """A tiny BERT cross-encoder exported to fp32 ONNX in a fresh cache."""
     model = resolve(ModelSpec.parse(str(bert_model)))
     options = EngineOptions(backend="onnx", dtype="float32", cache_dir=tmp_path, threads=1)
-    fp32 = ensure_exported(model, options, uses_type_ids=True)
+    fp32 = ensure_exported(model, options)
     return model, EngineOptions(backend="onnx", dtype="int8", cache_dir=tmp_path, threads=1), fp32
 
 
@@ -109,7 +109,7 @@ def test_a_cache_from_another_cpu_class_is_retuned(
     int8_file(entry).with_suffix(".json").rename(int8_file(entry, other).with_suffix(".json"))
     assert cached_path(entry, options) == int8_file(entry) and not int8_file(entry).exists()
     with caplog.at_level(logging.WARNING, logger="rerankd.engine.quantize"):
-        served = ensure_exported(model, options, uses_type_ids=True)
+        served = ensure_exported(model, options)
     assert f"another CPU class (model.int8-{other}.json)" in caplog.text
     assert served in (int8_file(entry), fp32)
     assert read_record(entry) is not None and read_record(entry, other) is not None

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import Priority, Text, Texts, TopN
+from rerankd.api.fields import Priority, Text, Texts, TopN, instruction_field
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
@@ -39,6 +39,7 @@ class NativeRerankRequest(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="Chunks per document with 'chunk'."
     )
+    instruction: StrictStr | None = instruction_field()
     priority: Priority = 0
 
     def to_internal(self) -> RerankRequest:
@@ -51,6 +52,7 @@ class NativeRerankRequest(BaseModel):
             strategy=self.long_document_strategy,
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
+            instruction=self.instruction,
             priority=self.priority,
         )
 
@@ -134,6 +136,7 @@ class BatchRerankRequest(BaseModel):
     model: StrictStr | None = None
     return_documents: StrictBool = True
     raw_scores: StrictBool = False
+    instruction: StrictStr | None = instruction_field()
 
 
 class BatchRerankResponse(BaseModel):
@@ -161,6 +164,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
             top_n=q.top_n,
             model=body.model,
             raw_scores=body.raw_scores,
+            instruction=body.instruction,
         )
         for q in body.queries
     ]

@@ -341,11 +341,12 @@ class SessionBackend:
         self.feeds: list[dict[str, np.ndarray]] = []
 
     def run(self, batch: PaddedBatch) -> np.ndarray:
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = batch.token_type_ids
+        feed = {name: getattr(batch, name) for name in self._inputs}  # as OnnxBackend feeds
         self.feeds.append(feed)
         return self.session.run(None, feed)[0]
+
+    def close(self) -> None:
+        self.feeds.clear()
 
 
 def probe_scores(
@@ -353,12 +354,13 @@ def probe_scores(
 ) -> np.ndarray:
     """Normalized scores of every probe pair, through the engine's own planning and padding."""
     from rerankd.batching import run_sorted
-    from rerankd.engine.engine import Engine
+    from rerankd.engine.engine import Engine, bind_family
 
-    engine = Engine(model, options, backend)
+    engine = Engine(model, options, bind_family(model, options), backend)
+    instruction = engine.instruction_for(None)
     scores: list[np.ndarray] = []
     for query, passages in PROBE:
-        plan = engine.plan(query, list(passages), LongDocPolicy())
+        plan = engine.plan(query, list(passages), LongDocPolicy(), instruction)
         outputs = run_sorted(engine.run, plan.sequences, max_batch_tokens=4096)
         scores.append(engine.normalize(plan.combine(outputs)))
     return np.concatenate(scores).astype(np.float64)
