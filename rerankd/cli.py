@@ -203,6 +203,9 @@ def export(
     cache_dir: Annotated[
         Path | None, typer.Option(help="ONNX cache (default ~/.cache/rerankd).")
     ] = None,
+    force_int8: Annotated[
+        bool, typer.Option("--force-int8", help="Keep int8 even if its accuracy probe fails.")
+    ] = False,
 ) -> None:
     """Build the ONNX cache for a model ahead of a deployment."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -225,6 +228,7 @@ def export(
                 backend="onnx",
                 dtype="int8" if int8 else "float32",
                 cache_dir=cache_dir or default_cache_dir(),
+                force_int8=force_int8,
             )
 
             def step(message: str) -> None:
@@ -237,6 +241,13 @@ def export(
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
         progress.update(task, completed=len(steps), description="done")
+    if int8:
+        from rerankd.engine.onnx_backend import cache_entry
+        from rerankd.engine.quantize import read_record
+
+        record = read_record(cache_entry(resolved, options))
+        if record is not None:
+            typer.echo(record.summary(), err=not record.serves_int8)
     typer.echo(str(path))
 
 

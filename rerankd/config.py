@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     dtype: str = Field(
         "float32", description="float32; float16/bfloat16 on CUDA; int8 with --backend onnx."
     )
+    force_int8: bool = Field(
+        False,
+        description="Serve int8 even when the export's accuracy probe against fp32 refuses it.",
+    )
     device: str = Field(
         "cpu", description="cpu, cuda, cuda:N, or a list cuda:0,cuda:1 for one replica per device."
     )
@@ -226,4 +230,5 @@ class Settings(BaseSettings):
             threads=threads,
             max_length=self.max_length,
             cache_dir=self.cache_dir,
+            force_int8=self.force_int8,
         )

@@ -42,6 +42,7 @@ class RerankRequest:
     truncation_direction: str = "right"
     allow_truncation: bool = True
     instruction: str | None = None  # None: the model's default (families that take one)
+    priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
 @dataclass
@@ -160,7 +161,7 @@ class RerankService:
             plan = await asyncio.to_thread(
                 engine.plan, query, [texts[i] for i in missing], policy, instruction
             )
-            outputs = await served.batcher.submit(plan.sequences)
+            outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens
