@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 4  # bump when the exported graph changes, so old cache entries are not reused
+EXPORT_FORMAT = 5  # bump when the exported graph changes, so old cache entries are not reused
 # Past this many bytes of weights, the graph keeps them in a side file (protobuf's 2 GiB cap).
 EXTERNAL_DATA_BYTES = 1 << 30
 OPSET = 17
@@ -275,8 +275,8 @@ def _quantize(fp32: Path, int8: Path) -> None:
         node.name
         for node in onnx.load(str(fp32), load_external_data=False).graph.node
         if node.op_type in ("MatMul", "Gemm")
-        and ("classifier" in node.name or "pooler" in node.name)
-    ]
+        and ("classifier" in node.name or "pooler" in node.name or node.name.count("/") == 1)
+    ]  # a top-level node ("/MatMul") is the family head's own (TokenLogitHead's answer rows)
     tmp = int8.with_suffix(".tmp.onnx")
     quantize_dynamic(
         str(fp32),

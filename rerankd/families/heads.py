@@ -19,11 +19,16 @@ if TYPE_CHECKING:
 def load_pretrained(loader: Any, model: ResolvedModel, dtype: torch.dtype, attention: str) -> Any:
     """`loader.from_pretrained` with the dtype and attention implementation asked for."""
     try:
-        return loader.from_pretrained(str(model.path), dtype=dtype, attn_implementation=attention)
+        loaded = loader.from_pretrained(str(model.path), dtype=dtype, attn_implementation=attention)
     except TypeError:  # transformers < 4.56 names it torch_dtype
-        return loader.from_pretrained(
+        loaded = loader.from_pretrained(
             str(model.path), torch_dtype=dtype, attn_implementation=attention
         )
+    # A reranker reads each sequence once: a decoder's key/value cache is only memory (and,
+    # in the ONNX export, a traced cache object).
+    if hasattr(loaded.config, "use_cache"):
+        loaded.config.use_cache = False
+    return loaded
 
 
 class SingleLogitHead(nn.Module):
@@ -99,7 +104,15 @@ class TokenLogitHead(nn.Module):
         self.logit_scale = float(getattr(config, "logit_scale", None) or 1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Each sequence's positions count its real tokens from 0, whichever side it is padded
+        # on, so a pair's score does not depend on the batch it runs in.
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        hidden = self.body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)
         batch = torch.arange(input_ids.shape[0], device=input_ids.device)
