@@ -31,12 +31,26 @@ def load_pretrained(loader: Any, model: ResolvedModel, dtype: torch.dtype, atten
     return loaded
 
 
-class SingleLogitHead(nn.Module):
-    """(input_ids, attention_mask[, token_type_ids]) -> the single relevance logit, float32."""
+def real_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count each sequence's real tokens from 0, on either padding side.
 
-    def __init__(self, model: nn.Module) -> None:
+    Given to rotary decoders, they make a sequence's score independent of how much padding
+    its batch mates add in front of it (transformers counts positions from the first column).
+    """
+    return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+class SingleLogitHead(nn.Module):
+    """(input_ids, attention_mask[, token_type_ids]) -> the single relevance logit, float32.
+
+    `decoder`: pass real-token positions (see `real_token_positions`); encoders keep their
+    own position scheme (XLM-R counts from its padding index).
+    """
+
+    def __init__(self, model: nn.Module, decoder: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.decoder = decoder
 
     def forward(
         self,
@@ -45,6 +59,8 @@ class SingleLogitHead(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        if self.decoder:
+            extra["position_ids"] = real_token_positions(attention_mask)
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
         return logits[:, 0].float()
 
@@ -104,13 +120,10 @@ class TokenLogitHead(nn.Module):
         self.logit_scale = float(getattr(config, "logit_scale", None) or 1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # Each sequence's positions count its real tokens from 0, whichever side it is padded
-        # on, so a pair's score does not depend on the batch it runs in.
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         hidden = self.body(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=position_ids,
+            position_ids=real_token_positions(attention_mask),
             use_cache=False,
         ).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
