@@ -52,8 +52,12 @@ def _corpus() -> list[str]:
     return _CORPUS * 4 + rotated + _TEMPLATE_TEXT * 8 + _ANSWERS * 50
 
 
-def train_qwen_tokenizer(vocab_size: int = 1500) -> Any:
-    """A byte-level BPE `tokenizers.Tokenizer` built the way Qwen2/Qwen3's is."""
+def train_qwen_tokenizer(vocab_size: int = 1500, extra_corpus: list[str] | None = None) -> Any:
+    """A byte-level BPE `tokenizers.Tokenizer` built the way Qwen2/Qwen3's is.
+
+    `extra_corpus`: more training text (the benchmark's workload, so its words take about
+    as many tokens as they would with the real 151k vocabulary).
+    """
     from tokenizers import (
         AddedToken,
         Regex,
@@ -82,7 +86,7 @@ def train_qwen_tokenizer(vocab_size: int = 1500) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.train_from_iterator(_corpus() + (extra_corpus or []), trainer=trainer)
     tokenizer.add_tokens(
         [AddedToken(t, special=False, normalized=False) for t in ("<think>", "</think>")]
     )
@@ -178,7 +182,14 @@ def _qwen3_config(vocab_size: int, **shape: Any) -> Any:
     return Qwen3Config(vocab_size=vocab_size, **defaults)
 
 
-def build_qwen3_reranker(out: Path, *, seed: int = 0, **shape: Any) -> Path:
+def build_qwen3_reranker(
+    out: Path,
+    *,
+    seed: int = 0,
+    tokenizer_corpus: list[str] | None = None,
+    tokenizer_vocab: int = 1500,
+    **shape: Any,
+) -> Path:
     """A Qwen3ForCausalLM shaped like Qwen3-Reranker (tied embeddings), tiny by default.
 
     `shape` overrides config fields (the benchmark builds the 0.6B shape). A config vocabulary
@@ -188,7 +199,7 @@ def build_qwen3_reranker(out: Path, *, seed: int = 0, **shape: Any) -> Path:
     from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    tokenizer = train_qwen_tokenizer()
+    tokenizer = train_qwen_tokenizer(tokenizer_vocab, tokenizer_corpus)
     vocab = max(int(shape.pop("vocab_size", 0)), tokenizer.get_vocab_size())
     config = _qwen3_config(
         vocab,
