@@ -335,4 +335,4 @@ def _spread_answer_rows(model: Any, token_ids: list[int], seed: int) -> None:
     with torch.no_grad():
         for token in token_ids:
             row = torch.randn(weight.shape[1], generator=generator)
-            weight[token] = row * 3.0 / weight.shape[1] ** 0.5
+            weight[token] = row * 2.0 / weight.shape[1] ** 0.5

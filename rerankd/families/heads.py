@@ -95,9 +95,11 @@ class TokenLogitHead(nn.Module):
     softmax probability of "yes" over the pair. The vocabulary-sized logits are never made.
     """
 
-    def __init__(
-        self, causal_lm: nn.Module, token_ids: list[int], coefficients: list[float]
-    ) -> None:
+    rows: torch.Tensor
+    row_bias: torch.Tensor
+    coefficients: torch.Tensor
+
+    def __init__(self, causal_lm: Any, token_ids: list[int], coefficients: list[float]) -> None:
         super().__init__()
         self.body = causal_lm.get_decoder()
         lm_head = causal_lm.get_output_embeddings()
