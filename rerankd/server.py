@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from typing import Any
 
 import uvicorn
@@ -57,6 +58,10 @@ def _unwrap(app: Any) -> Any:
 
 
 def run(settings: Settings) -> int:
+    # The CLI restores SIGPIPE's default so that `rerankd rerank | head` exits quietly; a server
+    # must ignore it, or the first client that resets its connection mid-response kills it.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     logs.configure(settings.log_level)
     holder: dict[str, DrainingServer] = {}
     app = create_app(settings, on_fatal=lambda exc: holder["server"].fatal(exc))

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import Text, Texts, TopN
+from rerankd.api.fields import Text, Texts, TopN, instruction_field
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
@@ -39,6 +39,7 @@ class NativeRerankRequest(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="Chunks per document with 'chunk'."
     )
+    instruction: StrictStr | None = instruction_field()
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -50,6 +51,7 @@ class NativeRerankRequest(BaseModel):
             strategy=self.long_document_strategy,
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
+            instruction=self.instruction,
         )
 
 
@@ -132,6 +134,7 @@ class BatchRerankRequest(BaseModel):
     model: StrictStr | None = None
     return_documents: StrictBool = True
     raw_scores: StrictBool = False
+    instruction: StrictStr | None = instruction_field()
 
 
 class BatchRerankResponse(BaseModel):
@@ -159,6 +162,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
             top_n=q.top_n,
             model=body.model,
             raw_scores=body.raw_scores,
+            instruction=body.instruction,
         )
         for q in body.queries
     ]

@@ -137,7 +137,7 @@ class OnnxBackend:
         session_options.inter_op_num_threads = 1
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers: list[str | tuple[str, dict]] = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
         if options.device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ValueError("device cuda needs onnxruntime-gpu; or use --backend torch")
@@ -152,7 +152,8 @@ class OnnxBackend:
     def run(self, batch: PaddedBatch) -> np.ndarray:
         if self._session is None:
             raise RuntimeError("this backend was closed")
-        return self._session.run(None, {name: getattr(batch, name) for name in self._inputs})[0]
+        feed = {name: getattr(batch, name) for name in self._inputs}
+        return np.asarray(self._session.run(None, feed)[0])
 
     def close(self) -> None:
         self._session = None

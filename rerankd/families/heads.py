@@ -61,7 +61,9 @@ class SingleLogitHead(nn.Module):
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         if self.decoder:
             extra["position_ids"] = real_token_positions(attention_mask)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+        logits: torch.Tensor = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, **extra
+        ).logits
         return logits[:, 0].float()
 
 
@@ -122,7 +124,7 @@ class TokenLogitHead(nn.Module):
         self.logit_scale = float(getattr(config, "logit_scale", None) or 1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.body(
+        hidden: torch.Tensor = self.body(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=real_token_positions(attention_mask),
@@ -135,4 +137,5 @@ class TokenLogitHead(nn.Module):
         logits = (final @ self.rows.t() + self.row_bias).float() * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return (logits * self.coefficients).sum(dim=1)
+        score: torch.Tensor = (logits * self.coefficients).sum(dim=1)
+        return score
