@@ -288,5 +288,7 @@ def _quantize(fp32: Path, int8: Path) -> None:
         nodes_to_exclude=head,
         # Fused nodes (com.microsoft domain) defeat shape inference; their tensors are float.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        # A model whose fp32 weights needed a side file may still pass 2 GiB in int8 (4B+).
+        use_external_data_format=(fp32.parent / DATA_FILE).is_file(),
     )
     os.replace(tmp, int8)
