@@ -294,6 +294,8 @@ def _quantize(fp32: Path, out: Path, scheme: Scheme, exclude: list[str]) -> None
             "DefaultTensorType": onnx.TensorProto.FLOAT,
             "MatMulConstBOnly": True,  # only products with a weight; never activation x activation
         },
+        # A model whose fp32 weights needed a side file may still pass 2 GiB in int8 (4B+).
+        use_external_data_format=(fp32.parent / "model.onnx.data").is_file(),
     )
 
 
@@ -309,8 +311,8 @@ def _head_nodes(fp32: Path) -> list[str]:
         node.name
         for node in onnx.load(str(fp32), load_external_data=False).graph.node
         if node.op_type in ("MatMul", "Gemm")
-        and ("classifier" in node.name or "pooler" in node.name)
-    ]
+        and ("classifier" in node.name or "pooler" in node.name or node.name.count("/") == 1)
+    ]  # a top-level node ("/MatMul") is the family head's own (TokenLogitHead's answer rows)
     return names + [f"{name}_MatMul" for name in names]
 
 
