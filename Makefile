@@ -25,7 +25,14 @@ system-deps:
 serve: install
 	$(VENV)/bin/rerankd serve
 
-test: install system-deps
+# LiteLLM pins huggingface-hub<2, so its integration test runs it from a venv of its own.
+LITELLM_VENV := .venv-litellm
+$(LITELLM_VENV)/.installed:
+	python3 -m venv --clear $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm>=1.70'
+	echo 'litellm>=1.70' > $@
+
+test: install system-deps $(LITELLM_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: install

@@ -319,5 +319,5 @@ def test_limits_give_413(client: httpx.Client) -> None:
 def test_cohere_dialect_bad_input(client: httpx.Client) -> None:
     response = client.post("/v2/rerank", json={"query": "q", "documents": [{"title": "no text"}]})
     assert response.status_code == 422 and "text" in response.json()["error"]["message"]
-    response = client.post("/v1/rerank", json={"query": "q", "documents": ["d"], "top_n": 0})
-    assert response.status_code == 400
+    response = client.post("/v1/rerank", json={"query": "q", "documents": ["d"], "top_n": -1})
+    assert response.status_code == 422 and "top_n" in response.json()["error"]["message"]

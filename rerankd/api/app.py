@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rerankd
-from rerankd.api import cohere, errors, native, ops
+from rerankd.api import cohere, errors, mixedbread, native, ops, vllm
 from rerankd.api.body import BODY_MODELS
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.middleware import RequestGuard
@@ -49,7 +49,7 @@ def create_app(
     app = FastAPI(
         title="rerankd",
         version=rerankd.__version__,
-        summary="Reranking server for cross-encoders: native, TEI, Cohere, Jina and Xinference APIs.",
+        summary="Reranking server: native, TEI, Cohere, Jina, Xinference, Voyage, Mixedbread and vLLM APIs.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -59,6 +59,8 @@ def create_app(
 
     app.include_router(native.router)
     app.include_router(cohere.router)
+    app.include_router(vllm.router)
+    app.include_router(mixedbread.router)
     app.include_router(ops.router)
 
     app.add_exception_handler(RerankError, errors.rerank_error_handler)
