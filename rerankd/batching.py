@@ -16,19 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from rerankd.admission import DrainRate
 from rerankd.errors import BackendFailed, NotReady, Overloaded
 
 logger = logging.getLogger(__name__)
 
-Runner = Callable[[list], np.ndarray]
-
 
 class Sized(Protocol):
     def __len__(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Sized)
+# A replica: one batch of items in, one output row per item out.
+Runner = Callable[[list[Item]], np.ndarray]
 
 
 def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[range]:
@@ -50,7 +54,7 @@ def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: i
 
 
 def run_sorted(
-    runner: Runner, items: Sequence[Sized], max_batch_tokens: int, max_batch_size: int = 256
+    runner: Runner[Item], items: Sequence[Item], max_batch_tokens: int, max_batch_size: int = 256
 ) -> np.ndarray:
     """Run `items` in length-sorted batches cut by `cut_batches`, in one call, no queue.
 
@@ -80,20 +84,24 @@ class BatchObserver(Protocol):
 
     def rejected(self, reason: str) -> None: ...
 
+    def queue_wait(self, seconds: float) -> None: ...
+
 
 @dataclass(eq=False)
-class _Job:
+class _Job(Generic[Item]):
     """One request's sequences and the future its caller awaits."""
 
-    items: list
+    items: Sequence[Item]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
+    future: asyncio.Future[np.ndarray]
     tokens: int
     outputs: np.ndarray | None = None
     remaining: int = 0
     cancelled: bool = False
     failed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    queued_at: float = field(default_factory=time.perf_counter)
+    started: bool = False  # its first batch has begun (the queue wait is over)
 
     def deliver(self, rows: list[int], values: np.ndarray) -> None:
         with self.lock:
@@ -114,33 +122,34 @@ class _Job:
         self.loop.call_soon_threadsafe(_reject, self.future, error)
 
 
-def _resolve(future: asyncio.Future, value: np.ndarray) -> None:
+def _resolve(future: asyncio.Future[np.ndarray], value: np.ndarray) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _reject(future: asyncio.Future, error: BaseException) -> None:
+def _reject(future: asyncio.Future[np.ndarray], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
 
 
 @dataclass(frozen=True)
-class _Entry:
-    job: _Job
+class _Entry(Generic[Item]):
+    job: _Job[Item]
     row: int
     length: int
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[Item]):
     """One queue for a model, drained by one inference thread per replica."""
 
     def __init__(
         self,
-        replicas: list[Runner],
+        replicas: list[Runner[Item]],
         *,
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
         max_queue_tokens: int = 1_000_000,
+        max_queue_seconds: float | None = None,
         max_wait_ms: float = 2.0,
         observer: BatchObserver | None = None,
         name: str = "model",
@@ -151,14 +160,16 @@ class DynamicBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_queue_tokens = max_queue_tokens
+        self.max_queue_seconds = max_queue_seconds
         self._max_wait = max_wait_ms / 1000.0
         self._observer = observer
         self._name = name
-        self._pending: list[_Entry] = []
+        self._pending: list[_Entry[Item]] = []
         self._queued_tokens = 0
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = False
+        self._drain = DrainRate(replicas=len(replicas))
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -187,7 +198,35 @@ class DynamicBatcher:
             thread.join(timeout=30)
         self._threads.clear()
 
-    async def submit(self, items: list[Sized]) -> np.ndarray:
+    def admit(self, tokens: int) -> None:
+        """Refuse now (`Overloaded`) if `tokens` more would not fit: a cheap check before the
+        caller spends time tokenizing; `submit` checks the exact count again."""
+        with self._cond:
+            self._check_room(tokens)
+
+    def _room(self) -> int:
+        """Tokens the queue may hold: its bound, or fewer when the replicas' recent speed says
+        the last of them would wait past `max_queue_seconds` (it would only time out)."""
+        rate = self._drain.per_second() if self.max_queue_seconds is not None else None
+        if rate is None or self.max_queue_seconds is None:
+            return self.max_queue_tokens
+        return min(self.max_queue_tokens, int(rate * self.max_queue_seconds))
+
+    def _check_room(self, tokens: int) -> None:
+        # An empty queue takes any one request, however large: it can only wait for itself.
+        room = self._room()
+        if self._pending and self._queued_tokens + tokens > room:
+            if self._observer:
+                self._observer.rejected("overloaded")
+            excess = self._queued_tokens + tokens - room
+            why = "" if room == self.max_queue_tokens else " (what drains before the timeout)"
+            raise Overloaded(
+                f"the queue holds {self._queued_tokens} tokens; this request's {tokens} "
+                f"would pass the limit of {room}{why}. Retry shortly.",
+                retry_after=self._drain.retry_after(excess),
+            )
+
+    async def submit(self, items: Sequence[Item]) -> np.ndarray:
         """Queue a request's sequences; returns one output row per item, in order."""
         if not items:
             return np.empty((0,), dtype=np.float32)
@@ -197,25 +236,19 @@ class DynamicBatcher:
         with self._cond:
             if not self._running:
                 raise NotReady("the batcher is not running")
-            if self._pending and self._queued_tokens + job.tokens > self.max_queue_tokens:
-                if self._observer:
-                    self._observer.rejected("overloaded")
-                raise Overloaded(
-                    f"the queue holds {self._queued_tokens} tokens; this request's {job.tokens} "
-                    f"would pass the limit of {self.max_queue_tokens}. Retry shortly.",
-                    retry_after=1.0,
-                )
+            self._check_room(job.tokens)
             self._pending.extend(_Entry(job, row, n) for row, n in enumerate(lengths))
             self._queued_tokens += job.tokens
             self._report_queue()
             self._cond.notify()
         try:
-            return await job.future
+            result: np.ndarray = await job.future
+            return result
         except asyncio.CancelledError:
             self._cancel(job)
             raise
 
-    def _cancel(self, job: _Job) -> None:
+    def _cancel(self, job: _Job[Item]) -> None:
         """Drop a cancelled request's queued sequences (a client gone, or a timeout)."""
         with job.lock:
             job.cancelled = True
@@ -229,7 +262,7 @@ class DynamicBatcher:
         if self._observer:
             self._observer.queue_changed(len(self._pending), self._queued_tokens)
 
-    def _take(self, was_idle: bool) -> list[_Entry] | None:
+    def _take(self, was_idle: bool) -> list[_Entry[Item]] | None:
         """Wait for work and take it; None when stopping."""
         with self._cond:
             while self._running and not self._pending:
@@ -241,7 +274,8 @@ class DynamicBatcher:
                 # Coming off a busy round with little waiting: a moment lets a burst join.
                 self._cond.wait(self._max_wait)
             limit = self._take_limit()
-            taken, tokens = [], 0
+            taken: list[_Entry[Item]] = []
+            tokens = 0
             for entry in self._pending:
                 if tokens >= limit:
                     break
@@ -256,7 +290,7 @@ class DynamicBatcher:
         # One replica takes everything; several share the queue a few batches at a time.
         return float("inf") if len(self._replicas) == 1 else 4 * self.max_batch_tokens
 
-    def _work(self, runner: Runner) -> None:
+    def _work(self, runner: Runner[Item]) -> None:
         was_idle = True
         while (taken := self._take(was_idle)) is not None:
             entries = sorted((e for e in taken if not e.job.cancelled), key=lambda e: e.length)
@@ -265,11 +299,15 @@ class DynamicBatcher:
                 self._run_batch(runner, [entries[i] for i in batch])
             was_idle = False
 
-    def _run_batch(self, runner: Runner, entries: list[_Entry]) -> None:
+    def _run_batch(self, runner: Runner[Item], entries: list[_Entry[Item]]) -> None:
         entries = [e for e in entries if not e.job.cancelled]
         if not entries:
             return
         started = time.perf_counter()
+        for job in {e.job for e in entries if not e.job.started}:
+            job.started = True
+            if self._observer:
+                self._observer.queue_wait(started - job.queued_at)
         try:
             outputs = runner([e.job.items[e.row] for e in entries])
         except Exception as exc:  # noqa: BLE001 - one batch's failure must not stop the thread
@@ -280,7 +318,8 @@ class DynamicBatcher:
                 job.fail(error)
             return
         elapsed = time.perf_counter() - started
-        by_job: dict[_Job, list[int]] = {}
+        self._drain.add(sum(e.length for e in entries), elapsed)
+        by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)
         for job, positions in by_job.items():

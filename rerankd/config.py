@@ -67,6 +67,22 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         30.0, ge=0, description="After SIGTERM, how long in-flight requests may take to finish."
     )
+    header_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers (a connection that sends nothing is closed after it).",
+    )
+    body_timeout: float = Field(
+        15.0, gt=0, description="Seconds a client has to send a request's whole body (408 after)."
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection stays open."
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections (plus running requests) above which new requests get 503 (default: no limit).",
+    )
 
     # Batching and backpressure
     max_batch_tokens: int | None = Field(
@@ -96,7 +112,9 @@ class Settings(BaseSettings):
         "truncate", description="Default for documents longer than the model allows."
     )
     max_chunks_per_doc: int = Field(
-        16, ge=1, description="Chunks per document with the chunk strategy."
+        16,
+        ge=1,
+        description="Chunks per document with the chunk strategy; a request may ask for fewer, never more.",
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
 

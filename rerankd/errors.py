@@ -6,11 +6,13 @@
     ├── ModelNotFound     unknown served model, or weights that cannot be resolved (HTTP 404)
     ├── UnsupportedModel  files found, but no model family can serve them (HTTP 400)
     ├── Unauthorized      missing or wrong credentials (HTTP 401)
+    ├── BodyTimeout       the client sent its body too slowly (HTTP 408)
     ├── RateLimited       per-client rate limit hit (HTTP 429)
     ├── Overloaded        the queue is full (HTTP 429)
     ├── NotReady          models still loading, or the server is draining (HTTP 503)
-    ├── RequestTimeout    the request waited longer than its deadline (HTTP 503)
-    └── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+    ├── RequestTimeout    the request took longer than its deadline (HTTP 504)
+    ├── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+    └── InternalError     anything unexpected; its text is never shown to clients (HTTP 500)
 
 `InvalidInput` is also a `ValueError`, so in-process callers can catch the usual type.
 """
@@ -57,6 +59,11 @@ class Unauthorized(RerankError):
     type = "authentication_error"
 
 
+class BodyTimeout(RerankError):
+    status = 408
+    type = "request_timeout"
+
+
 class RateLimited(RerankError):
     status = 429
     type = "rate_limit_error"
@@ -77,7 +84,7 @@ class NotReady(RerankError):
 
 
 class RequestTimeout(RerankError):
-    status = 503
+    status = 504
     type = "timeout_error"
     retry_after = 1.0
 
@@ -85,3 +92,8 @@ class RequestTimeout(RerankError):
 class BackendFailed(RerankError):
     status = 500
     type = "backend_error"
+
+
+class InternalError(RerankError):
+    status = 500
+    type = "internal_error"

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rerankd.admission import estimate_tokens
 from rerankd.batching import DynamicBatcher
 from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
 from rerankd.config import Settings
-from rerankd.engine import Engine, LongDocPolicy, load_engine
+from rerankd.engine import Engine, LongDocPolicy, Sequence, load_engine
 from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.metrics import Metrics
 from rerankd.models import ModelSpec, resolve
@@ -64,9 +65,9 @@ class ServedModel:
 
     name: str
     engines: list[Engine]
-    batcher: DynamicBatcher
+    batcher: DynamicBatcher[Sequence]
     load_seconds: float
-    identity: tuple = field(default=())
+    identity: tuple[object, ...] = field(default=())
 
     @property
     def engine(self) -> Engine:
@@ -108,6 +109,9 @@ class RerankService:
                 max_batch_tokens=self.settings.batch_tokens,
                 max_batch_size=self.settings.max_batch_size,
                 max_queue_tokens=self.settings.max_queue_tokens,
+                # Half the deadline for the wait: the speed is measured while batches run, and
+                # a request also needs time for its own tokens, tokenizing and the response.
+                max_queue_seconds=self.settings.request_timeout / 2,
                 max_wait_ms=self.settings.batch_wait_ms,
                 observer=self.metrics.batch_observer(spec.name),
                 name=spec.name,
@@ -140,6 +144,8 @@ class RerankService:
             if self.settings.redis_url
             else None
         )
+        if memory is not None:
+            self.metrics.cache_entries.set_function(lambda: len(memory))
         if memory is None and shared is None:
             return None
         return TieredCache(memory, shared)
@@ -199,6 +205,12 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
+            chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
+            served.batcher.admit(
+                estimate_tokens(
+                    len(query), (len(texts[i]) for i in missing), engine.max_length, chunks
+                )
+            )  # refuse an overloaded request before paying for its tokenization
             plan = await asyncio.to_thread(
                 engine.plan, query, [texts[i] for i in missing], policy, instruction
             )
@@ -245,7 +257,10 @@ class RerankService:
         return LongDocPolicy(
             strategy=request.strategy or s.long_document_strategy,  # type: ignore[arg-type]
             max_tokens_per_doc=request.max_tokens_per_doc,
-            max_chunks_per_doc=request.max_chunks_per_doc or s.max_chunks_per_doc,
+            # A client may ask for fewer chunks than the server allows, never more.
+            max_chunks_per_doc=min(
+                request.max_chunks_per_doc or s.max_chunks_per_doc, s.max_chunks_per_doc
+            ),
             overlap=s.chunk_overlap,
             direction=request.truncation_direction,  # type: ignore[arg-type]
             allow_truncation=request.allow_truncation,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rerankd
-from rerankd.api import cohere, errors, native, ops, playground
+from rerankd.api import cohere, errors, mixedbread, native, ops, playground, vllm
 from rerankd.api.body import BODY_MODELS
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.middleware import RequestGuard
@@ -48,15 +49,18 @@ def create_app(
     app = FastAPI(
         title="rerankd",
         version=rerankd.__version__,
-        summary="Reranking server for cross-encoders: native, TEI, Cohere, Jina and Xinference APIs.",
+        summary="Reranking server: native, TEI, Cohere, Jina, Xinference, Voyage, Mixedbread and vLLM APIs.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.service = service
     app.state.lifecycle = Lifecycle()
+    service.metrics.track_state(lambda: service.ready, lambda: app.state.lifecycle.draining)
 
     app.include_router(native.router)
     app.include_router(cohere.router)
+    app.include_router(vllm.router)
+    app.include_router(mixedbread.router)
     app.include_router(ops.router)
     app.include_router(playground.router)
 
@@ -105,7 +109,7 @@ def _document_bodies(app: FastAPI) -> None:
     """Add the hand-parsed request bodies' schemas to the OpenAPI components."""
     build = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = build()

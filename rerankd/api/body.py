@@ -62,7 +62,7 @@ def validate(model: type[Model], data: Any) -> Model:
 BODY_MODELS: list[type[BaseModel]] = []  # added to the OpenAPI components by the app
 
 
-def body_schema(*models: type[BaseModel]) -> dict:
+def body_schema(*models: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a JSON body that is one of `models`."""
     BODY_MODELS.extend(m for m in models if m not in BODY_MODELS)
     refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]

@@ -7,6 +7,8 @@ The common body is `{"error": {"message", "type", "code"}}`; TEI clients get TEI
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -21,10 +23,12 @@ logger = logging.getLogger(__name__)
 TEI_DIALECT = "tei"
 _TEI_TYPES = {
     400: "Validation",
+    408: "Validation",
     413: "Validation",
     422: "Validation",
     429: "Overloaded",
     503: "Unhealthy",
+    504: "Backend",
     404: "Validation",
 }
 
@@ -49,14 +53,18 @@ def error_response(
     request: Request, status: int, message: str, kind: str, retry_after: float | None = None
 ) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
-    if getattr(request.state, "dialect", None) == TEI_DIALECT:
-        body: dict = {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
-    else:
-        body = {"error": {"message": message, "type": kind, "code": status}, "detail": message}
+    body = error_body(getattr(request.state, "dialect", None), status, message, kind)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def describe_validation_error(errors: list) -> str:
+def error_body(dialect: str | None, status: int, message: str, kind: str) -> dict[str, object]:
+    """The error body of a dialect (TEI's own shape, or the common one)."""
+    if dialect == TEI_DIALECT:
+        return {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
+    return {"error": {"message": message, "type": kind, "code": status}, "detail": message}
+
+
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
     """Pydantic's error list as one readable sentence per problem."""
     parts = []
     for error in errors[:10]:
@@ -68,8 +76,7 @@ def describe_validation_error(errors: list) -> str:
 
 async def rerank_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RerankError)
-    if isinstance(exc, BackendFailed):
-        logger.error("backend failure: %s", exc.__cause__ or exc)
+    if isinstance(exc, BackendFailed):  # the batcher logged it once, with its traceback
         return error_response(
             request, 500, "the model backend failed; the request was not scored", exc.type
         )
@@ -99,7 +106,7 @@ class AnyErrorBody(RootModel[ErrorBody | TeiErrorBody]):
     """Errors on `/rerank`, where a TEI-dialect request gets TEI's error shape."""
 
 
-ERROR_RESPONSES: dict[int | str, dict] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
         400: "Invalid input (empty query or documents, bad JSON)",
@@ -108,10 +115,11 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         413: "Body, document count or text over the limit",
         422: "Wrong types or missing fields",
         429: "Rate limited or overloaded (see Retry-After)",
-        503: "Not ready, draining, or timed out",
+        503: "Not ready, or draining after SIGTERM (the response closes the connection)",
+        504: "The request took longer than --request-timeout",
     }.items()
 }
 
-RERANK_ERROR_RESPONSES: dict[int | str, dict] = {
+RERANK_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**spec, "model": AnyErrorBody} for status, spec in ERROR_RESPONSES.items()
 }

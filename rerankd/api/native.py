@@ -6,7 +6,7 @@ The request and response of the classic FastAPI tutorial for bge-reranker-v2-m3
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -78,7 +78,7 @@ class NativeRerankResponse(BaseModel):
     usage: Usage
 
 
-def render(query: str, result: RerankResult, return_documents: bool) -> dict:
+def render(query: str, result: RerankResult, return_documents: bool) -> dict[str, Any]:
     return {
         "query": query,
         "model": result.model,

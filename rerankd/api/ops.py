@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -58,7 +59,7 @@ async def health(request: Request) -> JSONResponse:
 
 
 @router.get("/info", summary="Server and model information (TEI-like)")
-async def info(request: Request) -> dict:
+async def info(request: Request) -> dict[str, Any]:
     service = state.service(request)
     settings = state.settings(request)
     models = service.describe()
@@ -99,7 +100,7 @@ def _cards(request: Request) -> list[ModelCard]:
 
 
 @router.get("/v1/cluster/auth", summary="Xinference: whether clients must send a key")
-async def cluster_auth(request: Request) -> dict:
+async def cluster_auth(request: Request) -> dict[str, bool]:
     return {"auth": state.settings(request).auth_enabled}
 
 

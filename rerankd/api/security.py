@@ -60,8 +60,8 @@ class Authenticator:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        key = dict(self._jwt_keys).get(algorithm)
-        if key is None:
+        # The header is the client's: "alg" may be missing, null or not a string at all.
+        if not isinstance(algorithm, str) or (key := dict(self._jwt_keys).get(algorithm)) is None:
             accepted = ", ".join(alg for alg, _ in self._jwt_keys)
             raise Unauthorized(
                 f"invalid token: algorithm {algorithm!r} is not accepted ({accepted})"
@@ -95,7 +95,7 @@ class RateLimiter:
             storage = storage_from_string(uri, implementation="redispy")
         else:
             storage = storage_from_string("async+memory://")
-        self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        self._limiter = MovingWindowRateLimiter(storage)
         self._warned = False
 
     async def check(self, principal: str) -> None:

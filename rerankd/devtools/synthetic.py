@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from tokenizers import Tokenizer
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -66,8 +71,8 @@ def build_bert_cross_encoder(
             intermediate_size=intermediate_size,
             max_position_embeddings=max_positions,
             initializer_range=0.2,
-            num_labels=1,
         )
+        config.num_labels = 1  # a kwarg transformers accepts but does not declare
         model = BertForSequenceClassification(config)
     _spread_head(model, seed)
     model.save_pretrained(str(out))
@@ -107,8 +112,8 @@ def build_xlmr_cross_encoder(
         bos_token_id=0,
         eos_token_id=2,
         initializer_range=0.2,
-        num_labels=1,
     )
+    config.num_labels = 1  # a kwarg transformers accepts but does not declare
     model = XLMRobertaForSequenceClassification(config)
     _spread_head(model, seed)
     model.save_pretrained(str(out))
@@ -116,11 +121,11 @@ def build_xlmr_cross_encoder(
     return out
 
 
-def save_xlmr_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
+def save_xlmr_tokenizer(out: Path, tokenizer: Tokenizer, model_max_length: int) -> None:
     """Save a `tokenizers.Tokenizer` as a fast tokenizer with XLM-R's special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    PreTrainedTokenizerFast(
+    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
         tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
@@ -133,7 +138,7 @@ def save_xlmr_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
     ).save_pretrained(str(out))
 
 
-def _spread_head(model, seed: int) -> None:
+def _spread_head(model: torch.nn.Module, seed: int) -> None:
     """Random heads give logits near zero; widen them so scores spread over (0, 1)."""
     import torch
 
@@ -145,7 +150,7 @@ def _spread_head(model, seed: int) -> None:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale * 3)
 
 
-def _train_unigram_tokenizer(vocab_size: int):
+def _train_unigram_tokenizer(vocab_size: int) -> Tokenizer:
     from tokenizers import (
         Tokenizer,
         decoders,
