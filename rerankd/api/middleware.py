@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rerankd.api.errors import error_body
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.playground import PLAYGROUND_PATHS
-from rerankd.api.security import Authenticator, RateLimiter, credential
+from rerankd.api.security import Authenticator, Principal, RateLimiter, credential
 from rerankd.config import Settings
 from rerankd.errors import BodyTimeout, InternalError, NotReady, PayloadTooLarge, RerankError
 from rerankd.metrics import Metrics
@@ -112,16 +112,19 @@ class RequestGuard:
             return
         if self.lifecycle.draining and path not in OPS_PATHS:
             raise NotReady("the server is shutting down")
-        principal = _client_address(scope)
+        principal = Principal(_client_address(scope))
         if self.authenticator is not None and self.authenticator.enabled:
+            token = credential(headers)
             try:
-                principal = self.authenticator.authenticate(credential(headers))
+                principal = self.authenticator.authenticate(token)
             except RerankError:
-                self.metrics.rejected.labels("unauthorized").inc()
-                raise
+                if self.authenticator.required:  # else only registry changes need a key
+                    self.metrics.rejected.labels("unauthorized").inc()
+                    raise
+        scope["state"]["principal"] = principal
         if self.rate_limiter is not None and path not in OPS_PATHS:
             try:
-                await self.rate_limiter.check(principal)
+                await self.rate_limiter.check(principal.name)
             except RerankError:
                 self.metrics.rejected.labels("rate_limited").inc()
                 raise
@@ -255,15 +258,6 @@ class RequestGuard:
         )
 
 
-def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
-    """RFC 7234 `Warning: 299 rerankd "text"` headers (299: a persistent warning)."""
-    headers = []
-    for text in warnings:
-        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-        headers.append((b"warning", f'299 rerankd "{quoted}"'.encode("ascii", "replace")))
-    return headers
-
-
 def _route(scope: Scope, path: str) -> str:
     """The route template for metrics and logs, also for a request refused before routing."""
     route = getattr(scope.get("route"), "path", None)
@@ -277,6 +271,15 @@ def _route(scope: Scope, path: str) -> str:
         if match is Match.FULL:
             return str(getattr(candidate, "path", path))
     return "unmatched"
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
+    """RFC 7234 `Warning: 299 rerankd "text"` headers (299: a persistent warning)."""
+    headers = []
+    for text in warnings:
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        headers.append((b"warning", f'299 rerankd "{quoted}"'.encode("ascii", "replace")))
+    return headers
 
 
 def _client_address(scope: Scope) -> str:
