@@ -86,7 +86,9 @@ class CohereRerankRequest(VoyageFields, VllmFields):
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
-    document: dict[str, Any] | None = Field(None, description="`{text}`, or the object as it was sent.")
+    document: dict[str, Any] | None = Field(
+        None, description="`{text}`, or the object as it was sent."
+    )
 
 
 class CohereRerankResponse(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rerankd.evaluation.data import (
     DataError,
@@ -157,7 +158,7 @@ def read_beir(
     return EvalSet(root.name, items, {q: qrels[q] for q in kept}, notes)
 
 
-def _id(item: dict, path: Path, line: int) -> str:
+def _id(item: dict[str, Any], path: Path, line: int) -> str:
     value = item.get("_id", item.get("id"))
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(path, "missing '_id'", line)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rerankd.evaluation.cli import fail, require
+
+if TYPE_CHECKING:
+    from rerankd.evaluation.data import EvalSet
+    from rerankd.finetune.data import TrainSet
+    from rerankd.finetune.train import TrainOptions
 
 
 def finetune_command(
@@ -104,8 +109,17 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> None:
 
 
 def _train(
-    model, base, train, output, options, eval_set, data, eval_data, negatives, miner
-) -> None:  # type: ignore[no-untyped-def]
+    model: str,
+    base: Path,
+    train: TrainSet,
+    output: Path,
+    options: TrainOptions,
+    eval_set: EvalSet | None,
+    data: Path,
+    eval_data: Path | None,
+    negatives: int,
+    miner: str,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
