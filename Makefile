@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Servers the integration tests start themselves (Redis, nginx): from Debian's packages.
+# Servers the integration tests start themselves (Redis, nginx) and the browser the playground
+# tests drive (Chromium, its driver, a CJK font for the screenshots): from Debian's packages.
+SYSTEM_PACKAGES := redis-server nginx chromium chromium-driver fonts-wqy-zenhei
 system-deps:
-	@if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server nginx >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server nginx >/dev/null; fi; \
+	@if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null \
+	  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; fi; \
 	fi
 
 serve: install

@@ -1,4 +1,5 @@
-"""`rerankd serve | rerank | export | models | eval | finetune`."""
+"""`rerankd serve | rerank | export | models | eval | finetune`, and the registry's commands
+(registry/cli.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from rerankd.config import Settings
+from rerankd.registry.cli import add_commands as add_registry_commands
 
 if TYPE_CHECKING:
     from rerankd.ranking import RankedDocument
@@ -201,6 +203,9 @@ def export(
     cache_dir: Annotated[
         Path | None, typer.Option(help="ONNX cache (default ~/.cache/rerankd).")
     ] = None,
+    force_int8: Annotated[
+        bool, typer.Option("--force-int8", help="Keep int8 even if its accuracy probe fails.")
+    ] = False,
 ) -> None:
     """Build the ONNX cache for a model ahead of a deployment."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -223,6 +228,7 @@ def export(
                 backend="onnx",
                 dtype="int8" if int8 else "float32",
                 cache_dir=cache_dir or default_cache_dir(),
+                force_int8=force_int8,
             )
 
             def step(message: str) -> None:
@@ -235,6 +241,13 @@ def export(
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
         progress.update(task, completed=len(steps), description="done")
+    if int8:
+        from rerankd.engine.onnx_backend import cache_entry
+        from rerankd.engine.quantize import read_record
+
+        record = read_record(cache_entry(resolved, options))
+        if record is not None:
+            typer.echo(record.summary(), err=not record.serves_int8)
     typer.echo(str(path))
 
 
@@ -272,6 +285,9 @@ def models(
                 }
             )
         )
+
+
+add_registry_commands(app)
 
 
 def _read_jsonl(path: Path) -> list[str]:

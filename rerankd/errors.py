@@ -6,6 +6,9 @@
     ├── ModelNotFound     unknown served model, or weights that cannot be resolved (HTTP 404)
     ├── UnsupportedModel  files found, but no model family can serve them (HTTP 400)
     ├── Unauthorized      missing or wrong credentials (HTTP 401)
+    ├── Forbidden         valid credentials without the right (an admin change) (HTTP 403)
+    ├── Conflict          a registry change that clashes with what exists (HTTP 409)
+    ├── LoadFailed        a launched model could not be loaded; the reason is shown (HTTP 400)
     ├── BodyTimeout       the client sent its body too slowly (HTTP 408)
     ├── RateLimited       per-client rate limit hit (HTTP 429)
     ├── Overloaded        the queue is full (HTTP 429)
@@ -18,6 +21,9 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class RerankError(Exception):
@@ -59,6 +65,23 @@ class Unauthorized(RerankError):
     type = "authentication_error"
 
 
+class Forbidden(RerankError):
+    status = 403
+    type = "permission_error"
+
+
+class Conflict(RerankError):
+    status = 409
+    type = "conflict_error"
+
+
+class LoadFailed(RerankError):
+    """A launch whose load failed. Its text is the reason, written for the operator."""
+
+    status = 400
+    type = "model_load_failed"
+
+
 class BodyTimeout(RerankError):
     status = 408
     type = "request_timeout"
@@ -97,3 +120,13 @@ class BackendFailed(RerankError):
 class InternalError(RerankError):
     status = 500
     type = "internal_error"
+
+
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Pydantic's error list as one readable sentence per problem."""
+    parts = []
+    for error in errors[:10]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return "; ".join(parts) + more

@@ -24,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": _ANSI.sub("", record.getMessage()),
+            "pid": record.process,  # tells apart the workers of one gunicorn or uvicorn
         }
         entry.update(
             {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}

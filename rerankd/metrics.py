@@ -121,6 +121,18 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.model_loads = Counter(
+            "rerankd_model_loads", "Model loads started, by registration.", ["model"], registry=r
+        )
+        self.model_load_failures = Counter(
+            "rerankd_model_load_failures", "Model loads that failed.", ["model"], registry=r
+        )
+        self.model_state = Gauge(
+            "rerankd_model_state",
+            "1 for the state each launched model is in (loading, ready, draining, failed).",
+            ["model", "state"],
+            registry=r,
+        )
         self.rejected = Counter(
             "rerankd_rejected_requests", "Requests refused before scoring.", ["reason"], registry=r
         )
@@ -135,6 +147,28 @@ class Metrics:
         """Read the ready and draining gauges from their sources at each scrape."""
         self.ready.set_function(lambda: float(ready() and not draining()))
         self.draining.set_function(lambda: float(draining()))
+
+    def remove_model(self, model: str) -> None:
+        """Forget a terminated model's label sets, so its series end instead of going stale."""
+        for metric in (
+            self.pairs,
+            self.tokens,
+            self.load_seconds,
+            self.queue_pairs,
+            self.queue_tokens,
+            self.batch_size,
+            self.batch_requests,
+            self.batch_padded,
+            self.real_total,
+            self.inference,
+        ):
+            metric.remove(model)
+        for state in ("loading", "ready", "draining", "failed"):
+            self.model_state.remove(model, state)
+
+    def remove_registration(self, name: str) -> None:
+        self.model_loads.remove(name)
+        self.model_load_failures.remove(name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from rerankd.api.errors import describe_validation_error
-from rerankd.errors import InvalidInput, RerankError
+from rerankd.errors import InvalidInput, RerankError, describe_validation_error
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -21,7 +21,7 @@ from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Text, instruction_field
+from rerankd.api.fields import Priority, Text, instruction_field
 from rerankd.api.lenient import WordBool
 from rerankd.api.vllm import VllmFields
 from rerankd.api.voyage import VoyageFields, VoyageResult, render_data
@@ -57,6 +57,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
     )
     raw_scores: WordBool = Field(False, description="Raw logits instead of sigmoid scores.")
     instruction: StrictStr | None = instruction_field()
+    priority: Priority = 0
 
     def texts(self) -> list[str]:
         return render_all(self.documents, self.rank_fields, default_fields="text")
@@ -80,6 +81,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
             truncation_direction=self.truncation_side or "right",
             allow_truncation=self.truncation is not False,
             instruction=self.instruction,
+            priority=self.priority,
         )
 
 
@@ -107,6 +109,7 @@ async def rerank(request: Request) -> JSONResponse:
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
+    request.state.warnings = result.warnings
     return JSONResponse(
         {
             "id": str(uuid.uuid4()),

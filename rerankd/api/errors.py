@@ -7,7 +7,6 @@ The common body is `{"error": {"message", "type", "code"}}`; TEI clients get TEI
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -15,8 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, RootModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from rerankd.errors import BackendFailed, RerankError
+from rerankd.errors import BackendFailed, RerankError, describe_validation_error
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +64,6 @@ def error_body(dialect: str | None, status: int, message: str, kind: str) -> dic
     return {"error": {"message": message, "type": kind, "code": status}, "detail": message}
 
 
-def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
-    """Pydantic's error list as one readable sentence per problem."""
-    parts = []
-    for error in errors[:10]:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-    return "; ".join(parts) + more
-
-
 async def rerank_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RerankError)
     if isinstance(exc, BackendFailed):  # the batcher logged it once, with its traceback
@@ -94,7 +84,20 @@ async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     response = error_response(request, exc.status_code, str(exc.detail), "http_error")
     response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path: Starlette's own `Allow` names only the
+    first route that matched (so `GET` and `DELETE /v1/models/{uid}` would say just one)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -13,14 +13,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rerankd.api.errors import error_body
 from rerankd.api.lifecycle import Lifecycle
-from rerankd.api.security import Authenticator, RateLimiter, credential
+from rerankd.api.playground import PLAYGROUND_PATHS
+from rerankd.api.security import Authenticator, Principal, RateLimiter, credential
 from rerankd.config import Settings
 from rerankd.errors import BodyTimeout, InternalError, NotReady, PayloadTooLarge, RerankError
 from rerankd.metrics import Metrics
@@ -33,8 +34,9 @@ _CLOSE_AFTER = frozenset({408, 413})
 
 OPS_PATHS = frozenset({"/health", "/metrics", "/info"})
 PROBE_PATHS = frozenset({"/health", "/metrics"})
-PUBLIC_PATHS = frozenset(
-    {"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+PUBLIC_PATHS = (
+    frozenset({"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+    | PLAYGROUND_PATHS
 )
 
 
@@ -69,7 +71,10 @@ class RequestGuard:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                extra = [(b"x-request-id", request_id.encode())]
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    *warning_headers(scope["state"].get("warnings", ())),
+                ]
                 if self.lifecycle.draining or message["status"] in _CLOSE_AFTER:
                     # Draining, the server is about to close every connection; after a 408 or
                     # 413 the unread body would be taken for the next request. Say so, so that
@@ -107,16 +112,19 @@ class RequestGuard:
             return
         if self.lifecycle.draining and path not in OPS_PATHS:
             raise NotReady("the server is shutting down")
-        principal = _client_address(scope)
+        principal = Principal(_client_address(scope))
         if self.authenticator is not None and self.authenticator.enabled:
+            token = credential(headers)
             try:
-                principal = self.authenticator.authenticate(credential(headers))
+                principal = self.authenticator.authenticate(token)
             except RerankError:
-                self.metrics.rejected.labels("unauthorized").inc()
-                raise
+                if self.authenticator.required:  # else only registry changes need a key
+                    self.metrics.rejected.labels("unauthorized").inc()
+                    raise
+        scope["state"]["principal"] = principal
         if self.rate_limiter is not None and path not in OPS_PATHS:
             try:
-                await self.rate_limiter.check(principal)
+                await self.rate_limiter.check(principal.name)
             except RerankError:
                 self.metrics.rejected.labels("rate_limited").inc()
                 raise
@@ -263,6 +271,15 @@ def _route(scope: Scope, path: str) -> str:
         if match is Match.FULL:
             return str(getattr(candidate, "path", path))
     return "unmatched"
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
+    """RFC 7234 `Warning: 299 rerankd "text"` headers (299: a persistent warning)."""
+    headers = []
+    for text in warnings:
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        headers.append((b"warning", f'299 rerankd "{quoted}"'.encode("ascii", "replace")))
+    return headers
 
 
 def _client_address(scope: Scope) -> str:

@@ -128,7 +128,7 @@ def save_xlmr_tokenizer(out: Path, tokenizer: Tokenizer, model_max_length: int) 
     """Save a `tokenizers.Tokenizer` as a fast tokenizer with XLM-R's special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
+    PreTrainedTokenizerFast(  # untyped in transformers
         tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
@@ -141,14 +141,19 @@ def save_xlmr_tokenizer(out: Path, tokenizer: Tokenizer, model_max_length: int) 
     ).save_pretrained(str(out))
 
 
-def _spread_head(model: torch.nn.Module, seed: int) -> None:
-    """Random heads give logits near zero; widen them so scores spread over (0, 1)."""
+def _spread_head(
+    model: torch.nn.Module, seed: int, prefixes: tuple[str, ...] = ("classifier",)
+) -> None:
+    """Random heads give logits near zero; widen them so scores spread over (0, 1).
+
+    `prefixes` name the head's parameters (`classifier` for encoders, `score` for decoders).
+    """
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.startswith("classifier"):
+            if name.startswith(prefixes):
                 scale = 1.0 / parameter.shape[-1] ** 0.5 if parameter.dim() == 2 else 0.0
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale * 3)
 

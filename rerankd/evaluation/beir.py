@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rerankd.evaluation.data import (
     DataError,
@@ -158,7 +157,7 @@ def read_beir(
     return EvalSet(root.name, items, {q: qrels[q] for q in kept}, notes)
 
 
-def _id(item: dict[str, Any], path: Path, line: int) -> str:
+def _id(item: dict[str, object], path: Path, line: int) -> str:
     value = item.get("_id", item.get("id"))
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(path, "missing '_id'", line)

@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from rerankd.evaluation.data import EvalSet
+    from rerankd.finetune.data import TrainSet
+    from rerankd.finetune.train import TrainOptions
+
 from rerankd.evaluation.cli import fail, require
 
 if TYPE_CHECKING:
