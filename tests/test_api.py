@@ -157,6 +157,18 @@ def test_tei_options(client: httpx.Client) -> None:
     assert left.status_code == 200
 
 
+def test_a_cached_truncated_score_never_answers_a_request_that_refuses_truncation(
+    client: httpx.Client,
+) -> None:
+    long_text = "cached " * 1000
+    truncated = client.post(
+        "/rerank", json={"query": QUERY, "texts": [long_text], "truncate": True}
+    )
+    assert truncated.status_code == 200  # scored truncated, and now in the score cache
+    refused = client.post("/rerank", json={"query": QUERY, "texts": [long_text], "truncate": False})
+    assert refused.status_code == 400, refused.text
+
+
 def test_top_n_return_documents_and_raw_scores(client: httpx.Client) -> None:
     top = client.post(
         "/rerank",
