@@ -34,8 +34,7 @@ def onnx_file(model: str, dtype: str) -> Path:
         backend="onnx", dtype=dtype, threads=THREADS, cache_dir=fixtures.WORK / "cache" / "rerankd"
     )
     resolved = resolve(ModelSpec.parse(str(fixtures.model_dir(model))))
-    uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
-    return ensure_exported(resolved, options, uses_type_ids)
+    return ensure_exported(resolved, options)
 
 
 def batches(model: str, max_batch_tokens: int) -> list[dict]:

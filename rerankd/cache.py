@@ -21,7 +21,9 @@ from rerankd.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 
-def score_key(model_identity: tuple, policy: tuple, query: str, document: str) -> str:
+def score_key(
+    model_identity: tuple[object, ...], policy: tuple[object, ...], query: str, document: str
+) -> str:
     """model_identity = (name, revision, max_length); policy = the long-document settings."""
     payload = json.dumps([list(model_identity), list(policy), query, document], ensure_ascii=False)
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()

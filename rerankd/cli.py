@@ -1,11 +1,11 @@
-"""`rerankd serve | rerank | export | models`."""
+"""`rerankd serve | rerank | export | models | eval | finetune`, and the registry's commands
+(registry/cli.py)."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import signal
-import sys
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from rerankd.config import Settings
+from rerankd.registry.cli import add_commands as add_registry_commands
 
 if TYPE_CHECKING:
     from rerankd.ranking import RankedDocument
@@ -202,16 +203,19 @@ def export(
     cache_dir: Annotated[
         Path | None, typer.Option(help="ONNX cache (default ~/.cache/rerankd).")
     ] = None,
+    force_int8: Annotated[
+        bool, typer.Option("--force-int8", help="Keep int8 even if its accuracy probe fails.")
+    ] = False,
 ) -> None:
     """Build the ONNX cache for a model ahead of a deployment."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from rerankd.engine import EngineOptions
     from rerankd.engine.onnx_backend import ensure_exported
+    from rerankd.engine.options import default_cache_dir
     from rerankd.errors import RerankError
     from rerankd.models import ModelSpec, resolve
 
-    extra = {"cache_dir": cache_dir} if cache_dir else {}
     steps = ["resolving the model", "exporting to ONNX"] + (["quantizing to int8"] if int8 else [])
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False
@@ -220,7 +224,12 @@ def export(
         try:
             resolved = resolve(ModelSpec.parse(model))
             progress.update(task, advance=1, description=steps[1])
-            options = EngineOptions(backend="onnx", dtype="int8" if int8 else "float32", **extra)
+            options = EngineOptions(
+                backend="onnx",
+                dtype="int8" if int8 else "float32",
+                cache_dir=cache_dir or default_cache_dir(),
+                force_int8=force_int8,
+            )
 
             def step(message: str) -> None:
                 progress.update(task, description=message)
@@ -232,6 +241,13 @@ def export(
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
         progress.update(task, completed=len(steps), description="done")
+    if int8:
+        from rerankd.engine.onnx_backend import cache_entry
+        from rerankd.engine.quantize import read_record
+
+        record = read_record(cache_entry(resolved, options))
+        if record is not None:
+            typer.echo(record.summary(), err=not record.serves_int8)
     typer.echo(str(path))
 
 
@@ -271,6 +287,9 @@ def models(
         )
 
 
+add_registry_commands(app)
+
+
 def _read_jsonl(path: Path) -> list[str]:
     texts = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -288,10 +307,20 @@ def _read_jsonl(path: Path) -> list[str]:
     return texts
 
 
+# eval / finetune: their own modules, registered here -------------------------------------------
+
+from rerankd.evaluation.cli import eval_command  # noqa: E402
+from rerankd.finetune.cli import finetune_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("finetune")(finetune_command)
+
+
 def main() -> None:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

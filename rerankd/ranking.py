@@ -22,6 +22,7 @@ def check_inputs(query: object, documents: object) -> tuple[str, list[str]]:
         raise InvalidInput(f"query must be a string, not {type(query).__name__}")
     if not query.strip():
         raise InvalidInput("query is empty")
+    _check_encodable(query, "query")
     if isinstance(documents, str) or not isinstance(documents, (list, tuple)):
         raise InvalidInput(f"documents must be a list of strings, not {type(documents).__name__}")
     if not documents:
@@ -33,7 +34,21 @@ def check_inputs(query: object, documents: object) -> tuple[str, list[str]]:
             )
         if not document.strip():
             raise InvalidInput(f"documents[{index}] is empty or whitespace only")
+        _check_encodable(document, f"documents[{index}]")
     return query, list(documents)
+
+
+def _check_encodable(text: str, name: str) -> None:
+    """JSON can carry lone surrogates (`"\\ud800"`); no tokenizer or cache key can take them."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{name} is not valid Unicode: a lone surrogate (U+{ord(text[exc.start]):04X}) "
+            f"at character {exc.start}"
+        ) from None
 
 
 def check_top_n(top_n: int | None, count: int, clamp: bool = False) -> int:

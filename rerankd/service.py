@@ -1,6 +1,6 @@
 """`RerankService`: the one object every API dialect calls.
 
-It owns the served models (engines and their batchers) and the score cache, and turns a
+It owns the model registry (engines and their batchers) and the score cache, and turns a
 `RerankRequest` into a `RerankResult`: check limits, dedupe documents, read the cache,
 tokenize off the event loop, queue the sequences, combine chunk scores, write the cache, rank.
 """
@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankd.batching import DynamicBatcher
+from rerankd.admission import estimate_tokens
 from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
 from rerankd.config import Settings
-from rerankd.engine import Engine, LongDocPolicy, load_engine
-from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
+from rerankd.engine import LongDocPolicy
+from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.metrics import Metrics
-from rerankd.models import ModelSpec, resolve
 from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
+from rerankd.registry import ModelHandle, ModelRegistry
+from rerankd.scripts import script_notice
 
 logger = logging.getLogger(__name__)
-
-# What clients send when the user named no model: infinity-client's default, and empty.
-_DEFAULT_MODEL_NAMES = frozenset({"", "default/not-specified"})
 
 
 @dataclass
@@ -45,6 +42,7 @@ class RerankRequest:
     truncation_direction: str = "right"
     allow_truncation: bool = True
     instruction: str | None = None  # None: the model's default (families that take one)
+    priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
 @dataclass
@@ -54,76 +52,28 @@ class RerankResult:
     documents: int
     tokens: int  # tokens run through the model for this request (cache hits cost none)
     cached: int  # documents answered from the cache
-
-
-@dataclass
-class ServedModel:
-    """One model as the server runs it: its replicas behind one batcher."""
-
-    name: str
-    engines: list[Engine]
-    batcher: DynamicBatcher
-    load_seconds: float
-    identity: tuple = field(default=())
-
-    @property
-    def engine(self) -> Engine:
-        return self.engines[0]
+    warnings: list[str] = field(default_factory=list)  # sent as `Warning` headers
 
 
 class RerankService:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.models: dict[str, ServedModel] = {}
+        self.registry = ModelRegistry(settings, self.metrics)
         self.cache: ScoreCache | None = None
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load every model (slow: runs in a thread at start-up), then start the batchers."""
-        devices = self.settings.devices
-        for text in self.settings.model:
-            spec = ModelSpec.parse(
-                text, family=self.settings.family, instruction=self.settings.instruction
-            )
-            if spec.name in self.models:
-                raise ValueError(
-                    f"two models are served as {spec.name!r}; give one a name with SPEC=NAME"
-                )
-            started = time.perf_counter()
-            resolved = resolve(spec)
-            engines = [
-                load_engine(resolved, self.settings.engine_options(device))
-                for device in devices
-                for _ in range(self.settings.replicas)
-            ]
-            seconds = time.perf_counter() - started
-            self.metrics.load_seconds.labels(spec.name).set(seconds)
-            batcher = DynamicBatcher(
-                [engine.run for engine in engines],
-                max_batch_tokens=self.settings.batch_tokens,
-                max_batch_size=self.settings.max_batch_size,
-                max_queue_tokens=self.settings.max_queue_tokens,
-                max_wait_ms=self.settings.batch_wait_ms,
-                observer=self.metrics.batch_observer(spec.name),
-                name=spec.name,
-            )
-            identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
-            self.models[spec.name] = ServedModel(spec.name, engines, batcher, seconds, identity)
-            logger.info(
-                "serving %s (%s) as %r", resolved.source, engines[0].backend.description, spec.name
-            )
-        for served in self.models.values():
-            served.batcher.start()
+        """Read the registrations and load the start-up models (slow: runs in a thread)."""
+        self.registry.start()
         self.cache = self._make_cache()
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
-        for served in self.models.values():
-            await asyncio.to_thread(served.batcher.stop)
+        await self.registry.close()
         if self.cache is not None:
             await self.cache.close()
 
@@ -138,29 +88,35 @@ class RerankService:
             if self.settings.redis_url
             else None
         )
+        if memory is not None:
+            self.metrics.cache_entries.set_function(lambda: len(memory))
         if memory is None and shared is None:
             return None
         return TieredCache(memory, shared)
 
     # Requests --------------------------------------------------------------------------
 
-    def model(self, name: str | None) -> ServedModel:
+    def model(self, name: str | None) -> ModelHandle:
+        """The ready model a request naming `name` would use (looked up, not held)."""
         if not self.ready:
             raise NotReady("models are still loading")
-        if name is None or name in _DEFAULT_MODEL_NAMES:
-            return next(iter(self.models.values()))
-        served = self.models.get(name)
-        if served is None:
-            # Clients often send the hub id; accept it when it is what a served model came from.
-            served = next((m for m in self.models.values() if m.engine.model.source == name), None)
-        if served is None:
-            names = ", ".join(repr(n) for n in self.models)
-            raise ModelNotFound(f"model {name!r} is not served here; served models: {names}")
-        return served
+        with self.registry.lease(name) as handle:
+            return handle
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
+        if not self.ready:
+            raise NotReady("models are still loading")
+        # The lease keeps the model from being freed until this request is done with it.
+        with self.registry.lease(request.model) as served:
+            return await self._rerank_within_deadline(request, served)
+
+    async def _rerank_within_deadline(
+        self, request: RerankRequest, served: ModelHandle
+    ) -> RerankResult:
         try:
-            return await asyncio.wait_for(self._rerank(request), self.settings.request_timeout)
+            return await asyncio.wait_for(
+                self._rerank(request, served), self.settings.request_timeout
+            )
         except TimeoutError:  # asyncio.wait_for raises the builtin since 3.11
             self.metrics.rejected.labels("timeout").inc()
             raise RequestTimeout(
@@ -171,8 +127,7 @@ class RerankService:
         """Several queries at once: their sequences share batches."""
         return list(await asyncio.gather(*(self.rerank(r) for r in requests)))
 
-    async def _rerank(self, request: RerankRequest) -> RerankResult:
-        served = self.model(request.model)
+    async def _rerank(self, request: RerankRequest, served: ModelHandle) -> RerankResult:
         query, documents = check_inputs(request.query, request.documents)
         self._check_limits(query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
@@ -197,10 +152,16 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
+            chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
+            served.batcher.admit(
+                estimate_tokens(
+                    len(query), (len(texts[i]) for i in missing), engine.max_length, chunks
+                )
+            )  # refuse an overloaded request before paying for its tokenization
             plan = await asyncio.to_thread(
                 engine.plan, query, [texts[i] for i in missing], policy, instruction
             )
-            outputs = await served.batcher.submit(plan.sequences)
+            outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens
@@ -211,12 +172,14 @@ class RerankService:
 
         per_document = raw[[unique[d] for d in documents]]
         final = per_document if request.raw_scores else served.engine.normalize(per_document)
+        notice = script_notice(served.name, served.engine.model.source, query, documents)
         return RerankResult(
             model=served.name,
             results=rank(final, documents, top_n),
             documents=len(documents),
             tokens=tokens,
             cached=len(texts) - len(missing),
+            warnings=[notice] if notice else [],
         )
 
     def check_document_count(self, count: int) -> None:
@@ -241,7 +204,10 @@ class RerankService:
         return LongDocPolicy(
             strategy=request.strategy or s.long_document_strategy,  # type: ignore[arg-type]
             max_tokens_per_doc=request.max_tokens_per_doc,
-            max_chunks_per_doc=request.max_chunks_per_doc or s.max_chunks_per_doc,
+            # A client may ask for fewer chunks than the server allows, never more.
+            max_chunks_per_doc=min(
+                request.max_chunks_per_doc or s.max_chunks_per_doc, s.max_chunks_per_doc
+            ),
             overlap=s.chunk_overlap,
             direction=request.truncation_direction,  # type: ignore[arg-type]
             allow_truncation=request.allow_truncation,
@@ -249,11 +215,7 @@ class RerankService:
 
     def describe(self) -> list[dict[str, object]]:
         return [
-            {
-                **served.engine.describe(),
-                "name": name,
-                "replicas": len(served.engines),
-                "load_seconds": round(served.load_seconds, 3),
-            }
-            for name, served in self.models.items()
+            {**handle.engine.describe(), **handle.describe(), "name": handle.uid}
+            for handle in self.registry.handles()
+            if handle.engines
         ]

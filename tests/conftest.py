@@ -12,6 +12,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # ONNX exports of the test models go to a fresh cache, never the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-cache-")
+# Registrations persisted by servers without --data-dir go to a fresh directory too.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-data-")
 
 
 @pytest.fixture(scope="session")

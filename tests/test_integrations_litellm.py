@@ -23,6 +23,9 @@ from tests.test_clients import DOCUMENTS, MODEL, QUERY, assert_same_ranking, nat
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("RERANKD_LITELLM_VENV", ROOT / ".venv-litellm"))
 REQUIREMENT = "litellm>=1.70"
+# Making LiteLLM's venv on first use (`make test` makes it beforehand) can outlast the default.
+pytestmark = pytest.mark.timeout(1200)
+
 PROVIDERS = [
     "cohere",
     "litellm_proxy",

@@ -11,7 +11,7 @@ the route does not try to tell the dialects apart. Booleans may be the strings "
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -21,7 +21,7 @@ from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Text, instruction_field
+from rerankd.api.fields import Priority, Text, instruction_field
 from rerankd.api.lenient import WordBool
 from rerankd.api.vllm import VllmFields
 from rerankd.api.voyage import VoyageFields, VoyageResult, render_data
@@ -57,6 +57,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
     )
     raw_scores: WordBool = Field(False, description="Raw logits instead of sigmoid scores.")
     instruction: StrictStr | None = instruction_field()
+    priority: Priority = 0
 
     def texts(self) -> list[str]:
         return render_all(self.documents, self.rank_fields, default_fields="text")
@@ -80,13 +81,16 @@ class CohereRerankRequest(VoyageFields, VllmFields):
             truncation_direction=self.truncation_side or "right",
             allow_truncation=self.truncation is not False,
             instruction=self.instruction,
+            priority=self.priority,
         )
 
 
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
-    document: dict | None = Field(None, description="`{text}`, or the object as it was sent.")
+    document: dict[str, Any] | None = Field(
+        None, description="`{text}`, or the object as it was sent."
+    )
 
 
 class CohereRerankResponse(BaseModel):
@@ -95,8 +99,8 @@ class CohereRerankResponse(BaseModel):
     model: str
     results: list[CohereResult]
     data: list[VoyageResult]
-    meta: dict
-    usage: dict
+    meta: dict[str, Any]
+    usage: dict[str, Any]
 
 
 async def rerank(request: Request) -> JSONResponse:
@@ -105,6 +109,7 @@ async def rerank(request: Request) -> JSONResponse:
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
+    request.state.warnings = result.warnings
     return JSONResponse(
         {
             "id": str(uuid.uuid4()),
