@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 5  # bump when the exported graph changes, so old cache entries are not reused
+EXPORT_FORMAT = 4  # bump when the exported graph changes, so old cache entries are not reused
 # Past this many bytes of weights, the graph keeps them in a side file (protobuf's 2 GiB cap).
 EXTERNAL_DATA_BYTES = 1 << 30
 OPSET = 17

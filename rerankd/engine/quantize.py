@@ -295,7 +295,7 @@ def _quantize(fp32: Path, out: Path, scheme: Scheme, exclude: list[str]) -> None
             "MatMulConstBOnly": True,  # only products with a weight; never activation x activation
         },
         # A model whose fp32 weights needed a side file may still pass 2 GiB in int8 (4B+).
-        use_external_data_format=(fp32.parent / "model.onnx.data").is_file(),
+        use_external_data_format=any(fp32.parent.glob("*.onnx.data")),
     )
 
 
@@ -311,8 +311,9 @@ def _head_nodes(fp32: Path) -> list[str]:
         node.name
         for node in onnx.load(str(fp32), load_external_data=False).graph.node
         if node.op_type in ("MatMul", "Gemm")
+        # A top-level product ("/MatMul") is the family head's own: TokenLogitHead's answer rows.
         and ("classifier" in node.name or "pooler" in node.name or node.name.count("/") == 1)
-    ]  # a top-level node ("/MatMul") is the family head's own (TokenLogitHead's answer rows)
+    ]
     return names + [f"{name}_MatMul" for name in names]
 
 
