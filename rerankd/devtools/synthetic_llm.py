@@ -99,7 +99,7 @@ def train_qwen_tokenizer(vocab_size: int = 1500, extra_corpus: list[str] | None 
 def save_qwen_tokenizer(out: Path, tokenizer: Any, model_max_length: int) -> None:
     from transformers import PreTrainedTokenizerFast
 
-    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
+    PreTrainedTokenizerFast(  # untyped in transformers
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -229,7 +229,7 @@ def build_qwen3_seq_cls(out: Path, *, seed: int = 0) -> Path:
         pad_token_id=tokenizer.token_to_id("<|endoftext|>"),
         eos_token_id=tokenizer.token_to_id("<|im_end|>"),
     )
-    model = Qwen3ForSequenceClassification(config)  # type: ignore[no-untyped-call]
+    model = Qwen3ForSequenceClassification(config)
     _spread_head(model, seed, prefixes=("score",))
     model.save_pretrained(str(out))
     save_qwen_tokenizer(out, tokenizer, config.max_position_embeddings)
@@ -244,7 +244,7 @@ def build_gemma_reranker(out: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = train_gemma_tokenizer()
     ids = {name: tokenizer.token_to_id(name) for name in GEMMA_SPECIALS}
-    config = GemmaConfig(  # type: ignore[call-arg]  # its fields are set through **kwargs
+    config = GemmaConfig(  # its fields are set through **kwargs
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=64,
         intermediate_size=128,
@@ -263,7 +263,7 @@ def build_gemma_reranker(out: Path, *, seed: int = 0) -> Path:
     model = GemmaForCausalLM(config)
     _spread_answer_rows(model, [tokenizer.token_to_id("Yes")], seed)
     model.save_pretrained(str(out))
-    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
+    PreTrainedTokenizerFast(  # untyped in transformers
         tokenizer_object=tokenizer,
         bos_token="<bos>",
         eos_token="<eos>",
@@ -289,7 +289,7 @@ def build_modernbert_cross_encoder(out: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = train_modernbert_tokenizer()
     ids = {t: tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]")}
-    config = ModernBertConfig(  # type: ignore[call-arg]  # its fields are set through **kwargs
+    config = ModernBertConfig(  # its fields are set through **kwargs
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=64,
         intermediate_size=96,
@@ -309,7 +309,7 @@ def build_modernbert_cross_encoder(out: Path, *, seed: int = 0) -> Path:
     model = ModernBertForSequenceClassification(config)
     _spread_head(model, seed)
     model.save_pretrained(str(out))
-    PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
+    PreTrainedTokenizerFast(  # untyped in transformers
         tokenizer_object=tokenizer,
         cls_token="[CLS]",
         sep_token="[SEP]",
