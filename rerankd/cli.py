@@ -130,7 +130,8 @@ def rerank(
     table.add_column("score", justify="right")
     table.add_column("document")
     for position, result in enumerate(results, start=1):
-        text = result.document if len(result.document) <= 100 else result.document[:97] + "..."
+        text = str(result.document)
+        text = text if len(text) <= 100 else text[:97] + "..."
         table.add_row(str(position), str(result.index), f"{result.score:.4f}", text)
     Console().print(table)
 

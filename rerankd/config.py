@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rerankd.engine.options import EngineOptions, default_batch_tokens, default_cache_dir
+from rerankd.images import ImagePolicy
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -92,6 +93,22 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
 
+    # Images
+    max_image_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Encoded bytes per image (413 above)."
+    )
+    max_image_pixels: int = Field(
+        36_000_000, ge=1, description="Pixels (width x height) per image (413 above)."
+    )
+    image_url_hosts: CommaList = Field(
+        default_factory=list,
+        description="Hosts whose http(s) image URLs may be fetched ('*' for any); none: URLs are refused.",
+    )
+    image_url_allow_private: bool = Field(
+        False, description="Let image URLs reach loopback, link-local and private addresses."
+    )
+    image_url_timeout: float = Field(5.0, gt=0, description="Seconds to fetch one image URL.")
+
     # Score cache
     cache_entries: int = Field(
         100_000, ge=0, description="In-memory score cache size in entries (0 turns it off)."
@@ -122,7 +139,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (off when empty)."
     )
 
-    @field_validator("model", "api_keys", "cors_origins", mode="before")
+    @field_validator("model", "api_keys", "cors_origins", "image_url_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         items = [value] if isinstance(value, str) else value
@@ -150,6 +167,15 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(
             self.api_keys or self.api_keys_file or self.jwt_secret or self.jwt_public_key_file
+        )
+
+    def image_policy(self) -> ImagePolicy:
+        return ImagePolicy(
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            url_hosts=frozenset(host.lower() for host in self.image_url_hosts),
+            allow_private=self.image_url_allow_private,
+            timeout=self.image_url_timeout,
         )
 
     def engine_options(self, device: str) -> EngineOptions:

@@ -17,11 +17,22 @@ import numpy as np
 from rerankd.batching import DynamicBatcher
 from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
 from rerankd.config import Settings
+from rerankd.documents import (
+    TEXT_ONLY,
+    Document,
+    ImageDocument,
+    Loaded,
+    Modalities,
+    TextDocument,
+    check_documents,
+    check_modalities,
+)
 from rerankd.engine import Engine, LongDocPolicy, load_engine
 from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
+from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.models import ModelSpec, resolve
-from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
+from rerankd.ranking import RankedDocument, check_top_n, rank
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +42,10 @@ _DEFAULT_MODEL_NAMES = frozenset({"", "default/not-specified"})
 
 @dataclass
 class RerankRequest:
-    """A rerank call in dialect-free form."""
+    """A rerank call in dialect-free form; the edges turn plain strings into documents."""
 
-    query: str
-    documents: list[str]
+    query: Document
+    documents: list[Document]
     model: str | None = None
     top_n: int | None = None
     clamp_top_n: bool = False  # Cohere semantics: a top_n above the count means all
@@ -76,6 +87,7 @@ class RerankService:
         self.metrics = metrics or Metrics()
         self.models: dict[str, ServedModel] = {}
         self.cache: ScoreCache | None = None
+        self.images = ImageLoader(settings.image_policy())
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -123,6 +135,7 @@ class RerankService:
             await asyncio.to_thread(served.batcher.stop)
         if self.cache is not None:
             await self.cache.close()
+        await self.images.close()
 
     def _make_cache(self) -> ScoreCache | None:
         memory = (
@@ -170,20 +183,29 @@ class RerankService:
 
     async def _rerank(self, request: RerankRequest) -> RerankResult:
         served = self.model(request.model)
-        query, documents = check_inputs(request.query, request.documents)
+        query, documents = check_documents(request.query, request.documents)
         self._check_limits(query, documents)
+        check_modalities(served.name, _modalities(served.engine), query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
-            logger.debug("rerank input", extra={"query": query, "documents": documents})
+            logger.debug(
+                "rerank input",
+                extra={"query": _loggable(query), "documents": [_loggable(d) for d in documents]},
+            )
+        loaded_query, loaded = await self.images.load(query, documents)
 
-        unique: dict[str, int] = {}
-        for document in documents:
-            unique.setdefault(document, len(unique))
-        texts = list(unique)
-        raw = np.empty(len(texts), dtype=np.float64)
-        keys = [score_key(served.identity, policy.cache_key(), query, text) for text in texts]
-        found = await self.cache.get_many(keys) if self.cache else [None] * len(texts)
+        unique: dict[str, int] = {}  # content hash -> position among the distinct documents
+        firsts: list[tuple[int, Loaded]] = []  # each distinct document, with its first index
+        for index, document in enumerate(loaded):
+            if unique.setdefault(document.digest, len(unique)) == len(firsts):
+                firsts.append((index, document))
+        raw = np.empty(len(firsts), dtype=np.float64)
+        keys = [
+            score_key(served.identity, policy.cache_key(), loaded_query.digest, d.digest)
+            for _, d in firsts
+        ]
+        found = await self.cache.get_many(keys) if self.cache else [None] * len(firsts)
         missing = [i for i, value in enumerate(found) if value is None]
         for i, value in enumerate(found):
             if value is not None:
@@ -192,7 +214,8 @@ class RerankService:
         tokens = 0
         if missing:
             engine = served.engine
-            plan = await asyncio.to_thread(engine.plan, query, [texts[i] for i in missing], policy)
+            todo = await self._decoded(loaded_query, [firsts[i] for i in missing])
+            plan = await asyncio.to_thread(_plan, engine, todo[0], todo[1:], policy)
             outputs = await served.batcher.submit(plan.sequences)
             scores = plan.combine(outputs)
             raw[missing] = scores
@@ -202,15 +225,22 @@ class RerankService:
                     {keys[i]: float(s) for i, s in zip(missing, scores, strict=True)}
                 )
 
-        per_document = raw[[unique[d] for d in documents]]
+        per_document = raw[[unique[d.digest] for d in loaded]]
         final = per_document if request.raw_scores else served.engine.normalize(per_document)
         return RerankResult(
             model=served.name,
             results=rank(final, documents, top_n),
             documents=len(documents),
             tokens=tokens,
-            cached=len(texts) - len(missing),
+            cached=len(firsts) - len(missing),
         )
+
+    async def _decoded(self, query: Loaded, documents: list[tuple[int, Loaded]]) -> list[Loaded]:
+        """The query and the documents to run, images decoded (off the event loop)."""
+        items = [("query", query), *((f"documents[{i}]", d) for i, d in documents)]
+        images = [(where, d) for where, d in items if isinstance(d, ImageDocument)]
+        decoded = iter(await self.images.decode(images))
+        return [next(decoded) if isinstance(d, ImageDocument) else d for _, d in items]
 
     def check_document_count(self, count: int) -> None:
         if count > self.settings.max_documents:
@@ -218,15 +248,17 @@ class RerankService:
                 f"{count} documents sent; at most {self.settings.max_documents} per request"
             )
 
-    def _check_limits(self, query: str, documents: list[str]) -> None:
+    def _check_limits(self, query: Document, documents: list[Document]) -> None:
         s = self.settings
         self.check_document_count(len(documents))
-        if len(query) > s.max_query_chars:
-            raise PayloadTooLarge(f"query has {len(query)} characters; at most {s.max_query_chars}")
+        if isinstance(query, TextDocument) and len(query.text) > s.max_query_chars:
+            raise PayloadTooLarge(
+                f"query has {len(query.text)} characters; at most {s.max_query_chars}"
+            )
         for index, document in enumerate(documents):
-            if len(document) > s.max_document_chars:
+            if isinstance(document, TextDocument) and len(document.text) > s.max_document_chars:
                 raise PayloadTooLarge(
-                    f"documents[{index}] has {len(document)} characters; at most {s.max_document_chars}"
+                    f"documents[{index}] has {len(document.text)} characters; at most {s.max_document_chars}"
                 )
 
     def _policy(self, request: RerankRequest) -> LongDocPolicy:
@@ -250,3 +282,18 @@ class RerankService:
             }
             for name, served in self.models.items()
         ]
+
+
+def _loggable(document: Document) -> object:
+    """Text as it is; an image as a short marker (its base64 is no use in a log)."""
+    return document.text if isinstance(document, TextDocument) else "<image>"
+
+
+def _modalities(engine: Engine) -> Modalities:
+    return getattr(engine, "modalities", TEXT_ONLY)
+
+
+def _plan(engine: Engine, query: Loaded, documents: list[Loaded], policy: LongDocPolicy):
+    """Until the model-family seam takes documents: text models plan from strings."""
+    texts = [d.text for d in (query, *documents) if isinstance(d, TextDocument)]
+    return engine.plan(texts[0], texts[1:], policy)

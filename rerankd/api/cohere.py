@@ -12,25 +12,31 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Text, TopN
+from rerankd.api.fields import TopN
+from rerankd.api.inputs import (
+    DocumentInput,
+    MultiModal,
+    QueryInput,
+    count,
+    to_document,
+    to_documents,
+)
+from rerankd.documents import Rendered
 from rerankd.service import RerankRequest
 
 router = APIRouter(tags=["rerank"])
-
-
-class TextDocument(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    text: Text
 
 
 class CohereRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
-    query: Text
-    documents: Annotated[list[Text | TextDocument], Field(json_schema_extra={"minItems": 1})] = (
-        Field(description="Strings, or objects with a `text` field.")
+    query: QueryInput = Field(description="Text, {'image': ...}, or one content part (vLLM).")
+    documents: (
+        Annotated[list[DocumentInput], Field(json_schema_extra={"minItems": 1})] | MultiModal
+    ) = Field(
+        description="Strings, {'text': ...} or {'image': ...} objects (Jina), or "
+        "{'content': [parts]} with one document per text or image_url part (vLLM)."
     )
     top_n: TopN = Field(None, description="Best N; above the document count means all (as Cohere).")
     return_documents: StrictBool | None = Field(
@@ -44,13 +50,10 @@ class CohereRerankRequest(BaseModel):
     )
     raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
 
-    def texts(self) -> list[str]:
-        return [d if isinstance(d, str) else d.text for d in self.documents]
-
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
-            query=self.query,
-            documents=self.texts(),
+            query=to_document(self.query),
+            documents=to_documents(self.documents),
             model=self.model,
             top_n=self.top_n,
             clamp_top_n=True,
@@ -62,7 +65,8 @@ class CohereRerankRequest(BaseModel):
 
 
 class DocumentText(BaseModel):
-    text: str
+    text: str | None = None
+    image: str | None = None
 
 
 class CohereResult(BaseModel):
@@ -81,7 +85,7 @@ class CohereRerankResponse(BaseModel):
 
 async def rerank(request: Request) -> JSONResponse:
     body = validate(CohereRerankRequest, await read_json(request))
-    request.state.documents = len(body.documents)
+    request.state.documents = count(body.documents)
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
@@ -90,7 +94,7 @@ async def rerank(request: Request) -> JSONResponse:
             "id": str(uuid.uuid4()),
             "model": result.model,
             "results": [
-                {"index": r.index, "relevance_score": r.score, "document": {"text": r.document}}
+                {"index": r.index, "relevance_score": r.score, "document": _document(r.document)}
                 if body.return_documents
                 else {"index": r.index, "relevance_score": r.score}
                 for r in result.results
@@ -103,6 +107,10 @@ async def rerank(request: Request) -> JSONResponse:
             "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
         }
     )
+
+
+def _document(rendered: Rendered) -> dict[str, str]:
+    return {"text": rendered} if isinstance(rendered, str) else rendered
 
 
 # Cohere's SDK v1 posts to /v1/rerank and v2 to /v2/rerank; Jina, Xinference and vLLM use /v1.
