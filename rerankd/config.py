@@ -98,7 +98,10 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=1024, description="Encoded bytes per image (413 above)."
     )
     max_image_pixels: int = Field(
-        36_000_000, ge=1, description="Pixels (width x height) per image (413 above)."
+        36_000_000,
+        ge=1,
+        le=150_000_000,  # Pillow refuses more than 2 x Image.MAX_IMAGE_PIXELS in any case
+        description="Pixels (width x height) per image (413 above).",
     )
     image_url_hosts: CommaList = Field(
         default_factory=list,

@@ -55,8 +55,13 @@ def decode(data: bytes, where: str, max_pixels: int) -> Image.Image:
                 )
             image.seek(0)
             return image.convert("RGB")
+    except InvalidInput:  # ours, from above (also a ValueError)
+        raise
     except Image.DecompressionBombError:
-        raise PayloadTooLarge(f"{where} is larger than {max_pixels:,} pixels") from None
+        # Pillow's own backstop (twice Image.MAX_IMAGE_PIXELS) fired while reading the header.
+        raise PayloadTooLarge(
+            f"{where} has far more than {max_pixels:,} pixels per image (a decompression bomb?)"
+        ) from None
     except UnidentifiedImageError:
         raise InvalidInput(
             f"{where} is not an image rerankd can read (PNG, JPEG, WebP, or the first frame of a GIF)"
