@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         None, description="Redis URL for a shared score cache and rate limits."
     )
     redis_ttl: int = Field(86_400, ge=1, description="Seconds a score stays in Redis.")
+    embedding_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="In-memory cache of bi-encoder document embeddings, in MiB (0 turns it off); shared through Redis too when --redis-url is set.",
+    )
 
     # Security
     api_keys: CommaList = Field(

@@ -127,6 +127,15 @@ class ImageLoader:
             return [image for _, image in images]
         return await asyncio.to_thread(decode_all, images, self.policy.max_pixels)
 
+    async def decode_request(
+        self, query: Loaded, documents: Sequence[tuple[int, Loaded]]
+    ) -> list[Loaded]:
+        """The query and the given (index, document)s, images decoded; errors name the index."""
+        items = [("query", query), *((f"documents[{i}]", d) for i, d in documents)]
+        images = [(where, d) for where, d in items if isinstance(d, ImageDocument)]
+        decoded = iter(await self.decode(images))
+        return [next(decoded) if isinstance(d, ImageDocument) else d for _, d in items]
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()

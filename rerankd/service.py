@@ -15,23 +15,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rerankd.batching import DynamicBatcher
-from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
+from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
 from rerankd.config import Settings
 from rerankd.documents import (
     TEXT_ONLY,
     Document,
-    ImageDocument,
     Loaded,
     Modalities,
     TextDocument,
     check_documents,
     check_modalities,
 )
+from rerankd.embeddings import EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy, load_engine
 from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
-from rerankd.models import ModelSpec, resolve
+from rerankd.models import ModelKind, ModelSpec, resolve
 from rerankd.ranking import RankedDocument, check_top_n, rank
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class RerankService:
         self.models: dict[str, ServedModel] = {}
         self.cache: ScoreCache | None = None
         self.images = ImageLoader(settings.image_policy())
+        self.embedder = EmbeddingScorer(None, self.images, self.metrics)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -127,30 +128,29 @@ class RerankService:
         for served in self.models.values():
             served.batcher.start()
         self.cache = self._make_cache()
+        self.embedder.cache = self._make_embedding_cache()
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
         for served in self.models.values():
             await asyncio.to_thread(served.batcher.stop)
-        if self.cache is not None:
-            await self.cache.close()
+        for cache in (self.cache, self.embedder.cache):
+            if cache is not None:
+                await cache.close()
         await self.images.close()
 
     def _make_cache(self) -> ScoreCache | None:
-        memory = (
-            MemoryCache(self.settings.cache_entries, self.metrics)
-            if self.settings.cache_entries
-            else None
-        )
-        shared = (
-            RedisCache(self.settings.redis_url, self.settings.redis_ttl, self.metrics)
-            if self.settings.redis_url
-            else None
-        )
-        if memory is None and shared is None:
+        s = self.settings
+        return tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
+
+    def _make_embedding_cache(self) -> EmbeddingCache | None:
+        s = self.settings
+        if not any(_embeds(served.engine) for served in self.models.values()):
             return None
-        return TieredCache(memory, shared)
+        return tiered(
+            EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+        )
 
     # Requests --------------------------------------------------------------------------
 
@@ -200,30 +200,19 @@ class RerankService:
         for index, document in enumerate(loaded):
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
-        raw = np.empty(len(firsts), dtype=np.float64)
-        keys = [
-            score_key(served.identity, policy.cache_key(), loaded_query.digest, d.digest)
-            for _, d in firsts
-        ]
-        found = await self.cache.get_many(keys) if self.cache else [None] * len(firsts)
-        missing = [i for i, value in enumerate(found) if value is None]
-        for i, value in enumerate(found):
-            if value is not None:
-                raw[i] = value
-
-        tokens = 0
-        if missing:
-            engine = served.engine
-            todo = await self._decoded(loaded_query, [firsts[i] for i in missing])
-            plan = await asyncio.to_thread(_plan, engine, todo[0], todo[1:], policy)
-            outputs = await served.batcher.submit(plan.sequences)
-            scores = plan.combine(outputs)
-            raw[missing] = scores
-            tokens = plan.tokens
-            if self.cache:
-                await self.cache.set_many(
-                    {keys[i]: float(s) for i, s in zip(missing, scores, strict=True)}
-                )
+        if _embeds(served.engine):
+            embedded = await self.embedder.score(
+                model=served.name,
+                identity=served.identity,
+                policy_key=policy.cache_key(),
+                query=loaded_query,
+                documents=firsts,
+                plan=lambda q, docs: _embedding_plan(served.engine, q, docs, policy),
+                submit=served.batcher.submit,
+            )
+            raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
+        else:
+            raw, tokens, cached = await self._scores(served, loaded_query, firsts, policy)
 
         per_document = raw[[unique[d.digest] for d in loaded]]
         final = per_document if request.raw_scores else served.engine.normalize(per_document)
@@ -232,15 +221,40 @@ class RerankService:
             results=rank(final, documents, top_n),
             documents=len(documents),
             tokens=tokens,
-            cached=len(firsts) - len(missing),
+            cached=cached,
         )
 
-    async def _decoded(self, query: Loaded, documents: list[tuple[int, Loaded]]) -> list[Loaded]:
-        """The query and the documents to run, images decoded (off the event loop)."""
-        items = [("query", query), *((f"documents[{i}]", d) for i, d in documents)]
-        images = [(where, d) for where, d in items if isinstance(d, ImageDocument)]
-        decoded = iter(await self.images.decode(images))
-        return [next(decoded) if isinstance(d, ImageDocument) else d for _, d in items]
+    async def _scores(
+        self,
+        served: ServedModel,
+        query: Loaded,
+        firsts: list[tuple[int, Loaded]],
+        policy: LongDocPolicy,
+    ) -> tuple[np.ndarray, int, int]:
+        """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
+        raw = np.empty(len(firsts), dtype=np.float64)
+        keys = [
+            score_key(served.identity, policy.cache_key(), query.digest, d.digest)
+            for _, d in firsts
+        ]
+        found = await self.cache.get_many(keys) if self.cache else [None] * len(firsts)
+        missing = [i for i, value in enumerate(found) if value is None]
+        for i, value in enumerate(found):
+            if value is not None:
+                raw[i] = value
+        tokens = 0
+        if missing:
+            todo = await self.images.decode_request(query, [firsts[i] for i in missing])
+            plan = await asyncio.to_thread(_plan, served.engine, todo[0], todo[1:], policy)
+            outputs = await served.batcher.submit(plan.sequences)
+            scores = plan.combine(outputs)
+            raw[missing] = scores
+            tokens = plan.tokens
+            if self.cache:
+                await self.cache.set_many(
+                    {keys[i]: float(s) for i, s in zip(missing, scores, strict=True)}
+                )
+        return raw, tokens, len(firsts) - len(missing)
 
     def check_document_count(self, count: int) -> None:
         if count > self.settings.max_documents:
@@ -297,3 +311,13 @@ def _plan(engine: Engine, query: Loaded, documents: list[Loaded], policy: LongDo
     """Until the model-family seam takes documents: text models plan from strings."""
     texts = [d.text for d in (query, *documents) if isinstance(d, TextDocument)]
     return engine.plan(texts[0], texts[1:], policy)
+
+
+def _embeds(engine: Engine) -> bool:
+    """Until the family seam says so: the bi-encoder kind embeds."""
+    return engine.model.kind is ModelKind.BI_ENCODER
+
+
+def _embedding_plan(engine: Engine, query: Loaded, documents: list[Loaded], policy: LongDocPolicy):
+    plan = _plan(engine, query, documents, policy)
+    return plan, plan.sequences
