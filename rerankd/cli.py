@@ -96,7 +96,15 @@ def rerank(
     top_n: Annotated[int | None, typer.Option(help="Show only the best N.")] = None,
     backend: BackendOption = "torch",
     dtype: Annotated[str, typer.Option(help="float32, or int8 with --backend onnx.")] = "float32",
-    max_length: Annotated[int, typer.Option(help="Longest pair in tokens.")] = 512,
+    max_length: Annotated[
+        int | None, typer.Option(help="Longest pair in tokens (default: the family's).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option(help="Model family, when detection cannot tell.")
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="Instruction, for models whose family takes one.")
+    ] = None,
     raw: Annotated[bool, typer.Option(help="Print raw logits.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -111,8 +119,10 @@ def rerank(
     if file is not None:
         texts += _read_jsonl(file)
     try:
-        reranker = Reranker(model, backend=backend, dtype=dtype, max_length=max_length)
-        results = reranker.rerank(query, texts, top_n=top_n, raw=raw)
+        reranker = Reranker(
+            model, backend=backend, dtype=dtype, max_length=max_length, family=family
+        )
+        results = reranker.rerank(query, texts, top_n=top_n, raw=raw, instruction=instruction)
     except (RerankError, ValueError) as exc:
         typer.echo(f"rerankd: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -164,19 +174,28 @@ def export(
             resolved = resolve(ModelSpec.parse(model))
             progress.update(task, advance=1, description=steps[1])
             options = EngineOptions(backend="onnx", dtype="int8" if int8 else "float32", **extra)
-            uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
 
             def step(message: str) -> None:
                 progress.update(task, description=message)
                 if message.startswith("quantizing"):
                     progress.advance(task)
 
-            path = ensure_exported(resolved, options, uses_type_ids, step)
+            path = ensure_exported(resolved, options, step)
         except (RerankError, ValueError) as exc:
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
         progress.update(task, completed=len(steps), description="done")
     typer.echo(str(path))
+
+
+@app.command()
+def families() -> None:
+    """List the model families rerankd serves, with the reference each one reproduces."""
+    from rerankd.families import FAMILIES
+
+    for name, family in FAMILIES.items():
+        instruction = "takes an instruction" if family.takes_instruction else "no instruction"
+        typer.echo(f"{name}: {family.summary} [{instruction}; reference: {family.reference}]")
 
 
 @app.command()
@@ -199,7 +218,7 @@ def models(
                     "name": resolved.name,
                     "path": str(resolved.path),
                     "revision": resolved.revision,
-                    "kind": resolved.kind.value,
+                    "kind": resolved.family,
                 }
             )
         )

@@ -42,10 +42,18 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None, ge=1, description="Inference threads per replica (default: all cores)."
     )
-    max_length: int = Field(
-        512,
+    max_length: int | None = Field(
+        None,
         ge=8,
-        description="Longest (query, document) sequence in tokens, up to the model's own limit.",
+        description="Longest (query, document) sequence in tokens (default: the model family's; 512 for cross-encoders), up to the model's own limit.",
+    )
+    family: str | None = Field(
+        None,
+        description="Model family, when detection cannot tell (e.g. qwen3-reranker, bge-reranker-gemma); `rerankd families` lists them.",
+    )
+    instruction: str | None = Field(
+        None,
+        description="Default instruction for models whose family takes one (requests may send their own).",
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="Where ONNX exports are cached."
@@ -154,6 +162,13 @@ class Settings(BaseSettings):
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
             return [part.strip() for item in items for part in item.split(",") if part.strip()]
         return value
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        from rerankd.families import check_family_name
+
+        return check_family_name(value)
 
     @model_validator(mode="after")
     def _check_engine(self) -> Settings:

@@ -12,29 +12,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from rerankd.cache import EmbeddingCache, embedding_key
 from rerankd.documents import Loaded
+from rerankd.engine.plan import ScoringPlan
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 
-Similarity = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]
-
-
-class EmbeddingPlan(Protocol):
-    """What a bi-encoder's plan offers: items, their owners (-1: the query), and a token count."""
-
-    owners: np.ndarray
-
-    @property
-    def tokens(self) -> int: ...
+Combine = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 class Submit(Protocol):
-    async def __call__(self, items: list) -> np.ndarray: ...
+    async def __call__(self, items: list[Any]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -44,15 +36,17 @@ class Embedded:
     cached: int  # distinct documents whose embedding came from the cache
 
 
-def best_cosine(query: np.ndarray, documents: list[np.ndarray]) -> np.ndarray:
-    """Each document's best chunk: the largest dot product of unit-length embeddings."""
-    q = query.astype(np.float64)
-    return np.array([float(np.max(rows.astype(np.float64) @ q)) for rows in documents])
-
-
 def split(plan_owners: np.ndarray, outputs: np.ndarray, count: int) -> list[np.ndarray]:
     """Rows per owner: index 0 is the query (owner -1), then documents 0..count-1."""
     return [outputs[plan_owners == owner] for owner in range(-1, count)]
+
+
+def stack(query: np.ndarray, documents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The (outputs, owners) a plan over all documents would have produced."""
+    owners = np.concatenate(
+        [np.array([-1])] + [np.full(len(rows), i) for i, rows in enumerate(documents)]
+    ).astype(np.int64)
+    return np.concatenate([query, *documents]), owners
 
 
 class EmbeddingScorer:
@@ -66,17 +60,18 @@ class EmbeddingScorer:
         *,
         model: str,
         identity: tuple,
-        policy_key: tuple,
+        inputs: tuple,
         query: Loaded,
         documents: list[tuple[int, Loaded]],
-        plan: Callable[[Loaded, list[Loaded]], tuple[EmbeddingPlan, list]],
+        plan: Callable[[Loaded, list[Loaded]], ScoringPlan],
         submit: Submit,
-        similarity: Similarity = best_cosine,
+        combine: Combine,
     ) -> Embedded:
         """`documents` are the distinct ones with their first index in the request; `plan`
-        builds (plan, items) for a query and documents, and runs in a worker thread."""
-        keys = [embedding_key(identity, policy_key, "query", query.digest)] + [
-            embedding_key(identity, policy_key, "document", d.digest) for _, d in documents
+        (run in a worker thread) puts the query first with owner -1; `combine` is the
+        family's rule from (embeddings, owners) to one raw score per document."""
+        keys = [embedding_key(identity, inputs, "query", query.digest)] + [
+            embedding_key(identity, inputs, "document", d.digest) for _, d in documents
         ]
         found: list[np.ndarray | None] = (
             await self.cache.get_many(keys) if self.cache else [None] * len(keys)
@@ -85,8 +80,8 @@ class EmbeddingScorer:
         tokens = 0
         if found[0] is None or missing:
             todo = await self.images.decode_request(query, [documents[i] for i in missing])
-            built, items = await asyncio.to_thread(plan, todo[0], todo[1:])
-            owners = built.owners
+            built = await asyncio.to_thread(plan, todo[0], todo[1:])
+            items, owners = built.sequences, built.owners
             keep = owners >= 0 if found[0] is not None else np.ones(len(owners), dtype=bool)
             run = [item for item, kept in zip(items, keep, strict=True) if kept]
             outputs = await submit(run)
@@ -103,9 +98,9 @@ class EmbeddingScorer:
                 await self.cache.set_many(fresh)
         query_row = found[0]
         assert query_row is not None
-        embeddings = [row for row in found[1:] if row is not None]
+        outputs, owners = stack(query_row, [row for row in found[1:] if row is not None])
         return Embedded(
-            raw=similarity(query_row[0], embeddings),
+            raw=combine(outputs, owners, len(documents)),
             tokens=tokens,
             cached=len(documents) - len(missing),
         )

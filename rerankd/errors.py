@@ -4,6 +4,7 @@
     ├── InvalidInput      bad request content (HTTP 400)
     │   └── PayloadTooLarge   too many documents or too much text (HTTP 413)
     ├── ModelNotFound     unknown served model, or weights that cannot be resolved (HTTP 404)
+    ├── UnsupportedModel  files found, but no model family can serve them (HTTP 400)
     ├── Unauthorized      missing or wrong credentials (HTTP 401)
     ├── RateLimited       per-client rate limit hit (HTTP 429)
     ├── Overloaded        the queue is full (HTTP 429)
@@ -42,6 +43,13 @@ class PayloadTooLarge(InvalidInput):
 class ModelNotFound(RerankError, LookupError):
     status = 404
     type = "model_not_found"
+
+
+class UnsupportedModel(RerankError, ValueError):
+    """The model's files are there, but rerankd cannot score with them as they are."""
+
+    status = 400
+    type = "unsupported_model"
 
 
 class Unauthorized(RerankError):

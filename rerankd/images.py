@@ -82,6 +82,30 @@ def decode_all(images: Sequence[tuple[str, ImageDocument]], max_pixels: int) -> 
     ]
 
 
+def decode_request(
+    query: Loaded, documents: Sequence[tuple[int, Loaded]], max_pixels: int
+) -> list[Loaded]:
+    """The query and the given (index, document)s, images decoded; errors name the index."""
+    items = [("query", query), *((f"documents[{i}]", d) for i, d in documents)]
+    images = [(where, d) for where, d in items if isinstance(d, ImageDocument)]
+    decoded = iter(decode_all(images, max_pixels))
+    return [next(decoded) if isinstance(d, ImageDocument) else d for _, d in items]
+
+
+def is_url(source: str) -> bool:
+    return bool(_SCHEME.match(source)) and not source.startswith("data:")
+
+
+def load_inline(document: Document, where: str, max_bytes: int) -> Loaded:
+    """Text as it is; an image sent inline (base64 or a data URL) -> its bytes and hash."""
+    if not isinstance(document, ImageRef):
+        return document
+    if is_url(document.source.strip()):
+        raise InvalidInput(f"{where} is an image URL; only the server fetches URLs")
+    data = from_base64(document.source.strip(), where, max_bytes)
+    return ImageDocument.from_bytes(data, source=document.source)
+
+
 def from_base64(source: str, where: str, max_bytes: int) -> bytes:
     """Bytes of a bare base64 string or a `data:image/...;base64,` URL."""
     payload = source
@@ -122,19 +146,13 @@ class ImageLoader:
         loaded = await asyncio.gather(*(self._load_one(where, d) for where, d in items))
         return loaded[0], list(loaded[1:])
 
-    async def decode(self, images: Sequence[tuple[str, ImageDocument]]) -> list[ImageDocument]:
-        if all(image.pixels is not None for _, image in images):
-            return [image for _, image in images]
-        return await asyncio.to_thread(decode_all, images, self.policy.max_pixels)
-
     async def decode_request(
         self, query: Loaded, documents: Sequence[tuple[int, Loaded]]
     ) -> list[Loaded]:
-        """The query and the given (index, document)s, images decoded; errors name the index."""
-        items = [("query", query), *((f"documents[{i}]", d) for i, d in documents)]
-        images = [(where, d) for where, d in items if isinstance(d, ImageDocument)]
-        decoded = iter(await self.decode(images))
-        return [next(decoded) if isinstance(d, ImageDocument) else d for _, d in items]
+        """`decode_request` in a worker thread, when there is any image to decode."""
+        if not any(isinstance(d, ImageDocument) for d in (query, *(d for _, d in documents))):
+            return [query, *(d for _, d in documents)]
+        return await asyncio.to_thread(decode_request, query, documents, self.policy.max_pixels)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -144,13 +162,12 @@ class ImageLoader:
         if not isinstance(document, ImageRef):
             return document
         source = document.source.strip()
-        if _SCHEME.match(source) and not source.startswith("data:"):
+        if is_url(source):
             data = await self._fetch(source, where)
-        elif len(source) < 64 * 1024:
-            data = from_base64(source, where, self.policy.max_bytes)
-        else:
-            data = await asyncio.to_thread(from_base64, source, where, self.policy.max_bytes)
-        return ImageDocument.from_bytes(data, source=document.source)
+            return ImageDocument.from_bytes(data, source=document.source)
+        if len(source) < 64 * 1024:
+            return load_inline(document, where, self.policy.max_bytes)
+        return await asyncio.to_thread(load_inline, document, where, self.policy.max_bytes)
 
     async def _fetch(self, url: str, where: str) -> bytes:
         policy = self.policy

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rerankd.batching import run_sorted
-from rerankd.documents import TEXT_ONLY, Document, TextDocument, check_documents, check_modalities
+from rerankd.documents import Document, check_documents, check_modalities
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
 from rerankd.engine.options import default_batch_tokens
 from rerankd.errors import InvalidInput
+from rerankd.images import ImagePolicy, decode_request, load_inline
 from rerankd.models import ModelSpec
 from rerankd.ranking import RankedDocument, check_top_n, rank
 
@@ -31,10 +32,12 @@ class Reranker:
         backend: str = "torch",
         dtype: str = "float32",
         device: str = "cpu",
-        max_length: int = 512,
+        max_length: int | None = None,
         threads: int | None = None,
         max_batch_tokens: int | None = None,
         cache_dir: Path | None = None,
+        family: str | None = None,
+        instruction: str | None = None,
     ) -> None:
         extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
         options = EngineOptions(
@@ -45,7 +48,8 @@ class Reranker:
             threads=threads,
             **extra,
         )
-        self.engine: Engine = load_engine(ModelSpec.parse(str(model)), options)
+        spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
+        self.engine: Engine = load_engine(spec, options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
 
     @property
@@ -58,6 +62,7 @@ class Reranker:
         *,
         raw: bool = False,
         policy: LongDocPolicy | None = None,
+        instruction: str | None = None,
     ) -> np.ndarray:
         """One score per (query, document) pair, in the order given."""
         pairs = list(pairs)
@@ -72,37 +77,53 @@ class Reranker:
         for query, positions in by_query.items():
             checked_query, documents = self._check(query, [pairs[p][1] for p in positions])
             scores[positions] = self._scores(
-                checked_query, documents, raw, policy or LongDocPolicy()
+                checked_query, documents, raw, policy or LongDocPolicy(), instruction
             )
         return scores
 
     def rerank(
         self,
         query: str | Document,
-        documents: list[str | Document],
+        documents: Sequence[str | Document],
         top_n: int | None = None,
         *,
         raw: bool = False,
         policy: LongDocPolicy | None = None,
+        instruction: str | None = None,
     ) -> list[RankedDocument]:
         """The documents ordered by relevance to the query, best first."""
         checked_query, checked = self._check(query, documents)
         top = check_top_n(top_n, len(checked))
-        scores = self._scores(checked_query, checked, raw, policy or LongDocPolicy())
+        scores = self._scores(checked_query, checked, raw, policy or LongDocPolicy(), instruction)
         return rank(scores, checked, top)
 
     def _check(self, query: object, documents: object) -> tuple[Document, list[Document]]:
         """Plain strings become text documents, once; then what the model cannot read is refused."""
         checked_query, checked = check_documents(query, documents)
-        check_modalities(self.model, TEXT_ONLY, checked_query, checked)
+        check_modalities(self.model, self.engine.family.modalities, checked_query, checked)
         return checked_query, checked
 
     def _scores(
-        self, query: Document, documents: list[Document], raw: bool, policy: LongDocPolicy
+        self,
+        query: Document,
+        documents: list[Document],
+        raw: bool,
+        policy: LongDocPolicy,
+        instruction: str | None,
     ) -> np.ndarray:
         """Scores of inputs already checked by `_check`."""
-        texts = [d.text for d in (query, *documents) if isinstance(d, TextDocument)]
-        plan = self.engine.plan(texts[0], texts[1:], policy)
+        instruction = self.engine.instruction_for(instruction)
+        limits = ImagePolicy()
+        loaded = [
+            load_inline(document, where, limits.max_bytes)
+            for where, document in [("query", query), *_numbered(documents)]
+        ]
+        ready = decode_request(loaded[0], list(enumerate(loaded[1:])), limits.max_pixels)
+        plan = self.engine.plan(ready[0], ready[1:], policy, instruction)
         outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
         return scores if raw else self.engine.normalize(scores)
+
+
+def _numbered(documents: list[Document]) -> list[tuple[str, Document]]:
+    return [(f"documents[{i}]", d) for i, d in enumerate(documents)]

@@ -18,7 +18,6 @@ from rerankd.batching import DynamicBatcher
 from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
 from rerankd.config import Settings
 from rerankd.documents import (
-    TEXT_ONLY,
     Document,
     Loaded,
     Modalities,
@@ -26,12 +25,13 @@ from rerankd.documents import (
     check_documents,
     check_modalities,
 )
-from rerankd.embeddings import EmbeddingScorer
+from rerankd.embeddings import Combine, EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy, load_engine
 from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
+from rerankd.families import EmbeddingFamily
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
-from rerankd.models import ModelKind, ModelSpec, resolve
+from rerankd.models import ModelSpec, resolve
 from rerankd.ranking import RankedDocument, check_top_n, rank
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RerankRequest:
     max_chunks_per_doc: int | None = None
     truncation_direction: str = "right"
     allow_truncation: bool = True
+    instruction: str | None = None  # None: the model's default (families that take one)
 
 
 @dataclass
@@ -97,7 +98,9 @@ class RerankService:
         """Load every model (slow: runs in a thread at start-up), then start the batchers."""
         devices = self.settings.devices
         for text in self.settings.model:
-            spec = ModelSpec.parse(text)
+            spec = ModelSpec.parse(
+                text, family=self.settings.family, instruction=self.settings.instruction
+            )
             if spec.name in self.models:
                 raise ValueError(
                     f"two models are served as {spec.name!r}; give one a name with SPEC=NAME"
@@ -120,7 +123,7 @@ class RerankService:
                 observer=self.metrics.batch_observer(spec.name),
                 name=spec.name,
             )
-            identity = (resolved.name, resolved.revision, engines[0].max_length)
+            identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
             self.models[spec.name] = ServedModel(spec.name, engines, batcher, seconds, identity)
             logger.info(
                 "serving %s (%s) as %r", resolved.source, engines[0].backend.description, spec.name
@@ -188,12 +191,14 @@ class RerankService:
         check_modalities(served.name, _modalities(served.engine), query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
+        instruction = served.engine.instruction_for(request.instruction)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug(
                 "rerank input",
                 extra={"query": _loggable(query), "documents": [_loggable(d) for d in documents]},
             )
         loaded_query, loaded = await self.images.load(query, documents)
+        inputs = (*policy.cache_key(), instruction)  # everything besides the texts that scores see
 
         unique: dict[str, int] = {}  # content hash -> position among the distinct documents
         firsts: list[tuple[int, Loaded]] = []  # each distinct document, with its first index
@@ -201,18 +206,22 @@ class RerankService:
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
         if _embeds(served.engine):
+            engine = served.engine
             embedded = await self.embedder.score(
                 model=served.name,
                 identity=served.identity,
-                policy_key=policy.cache_key(),
+                inputs=inputs,
                 query=loaded_query,
                 documents=firsts,
-                plan=lambda q, docs: _embedding_plan(served.engine, q, docs, policy),
+                plan=lambda q, docs: engine.plan(q, docs, policy, instruction),
                 submit=served.batcher.submit,
+                combine=_combine_rows(engine),
             )
             raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
         else:
-            raw, tokens, cached = await self._scores(served, loaded_query, firsts, policy)
+            raw, tokens, cached = await self._scores(
+                served, loaded_query, firsts, inputs, policy, instruction
+            )
 
         per_document = raw[[unique[d.digest] for d in loaded]]
         final = per_document if request.raw_scores else served.engine.normalize(per_document)
@@ -229,14 +238,13 @@ class RerankService:
         served: ServedModel,
         query: Loaded,
         firsts: list[tuple[int, Loaded]],
+        inputs: tuple,
         policy: LongDocPolicy,
+        instruction: str | None,
     ) -> tuple[np.ndarray, int, int]:
         """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
         raw = np.empty(len(firsts), dtype=np.float64)
-        keys = [
-            score_key(served.identity, policy.cache_key(), query.digest, d.digest)
-            for _, d in firsts
-        ]
+        keys = [score_key(served.identity, inputs, query.digest, d.digest) for _, d in firsts]
         found = await self.cache.get_many(keys) if self.cache else [None] * len(firsts)
         missing = [i for i, value in enumerate(found) if value is None]
         for i, value in enumerate(found):
@@ -245,7 +253,9 @@ class RerankService:
         tokens = 0
         if missing:
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
-            plan = await asyncio.to_thread(_plan, served.engine, todo[0], todo[1:], policy)
+            plan = await asyncio.to_thread(
+                served.engine.plan, todo[0], todo[1:], policy, instruction
+            )
             outputs = await served.batcher.submit(plan.sequences)
             scores = plan.combine(outputs)
             raw[missing] = scores
@@ -304,20 +314,14 @@ def _loggable(document: Document) -> object:
 
 
 def _modalities(engine: Engine) -> Modalities:
-    return getattr(engine, "modalities", TEXT_ONLY)
-
-
-def _plan(engine: Engine, query: Loaded, documents: list[Loaded], policy: LongDocPolicy):
-    """Until the model-family seam takes documents: text models plan from strings."""
-    texts = [d.text for d in (query, *documents) if isinstance(d, TextDocument)]
-    return engine.plan(texts[0], texts[1:], policy)
+    return engine.family.modalities
 
 
 def _embeds(engine: Engine) -> bool:
-    """Until the family seam says so: the bi-encoder kind embeds."""
-    return engine.model.kind is ModelKind.BI_ENCODER
+    return engine.family.embeds
 
 
-def _embedding_plan(engine: Engine, query: Loaded, documents: list[Loaded], policy: LongDocPolicy):
-    plan = _plan(engine, query, documents, policy)
-    return plan, plan.sequences
+def _combine_rows(engine: Engine) -> Combine:
+    family = engine.family
+    assert isinstance(family, EmbeddingFamily)
+    return family.combine_rows

@@ -173,5 +173,6 @@ async def test_the_same_bytes_have_the_same_hash_whatever_the_shape() -> None:
     query, documents = await loader.load(ImageRef(b64(data)), [ImageRef(data_url(data))])
     assert isinstance(query, ImageDocument) and isinstance(documents[0], ImageDocument)
     assert query.digest == documents[0].digest != TextDocument(b64(data)).digest
-    decoded = await loader.decode([("query", query)])
-    assert decoded[0].pixels is not None and decoded[0].pixels.size == (48, 40)
+    decoded = await loader.decode_request(query, [])
+    assert isinstance(decoded[0], ImageDocument) and decoded[0].pixels is not None
+    assert decoded[0].pixels.size == (48, 40)

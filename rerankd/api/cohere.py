@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import TopN
+from rerankd.api.fields import TopN, instruction_field
 from rerankd.api.inputs import (
     DocumentInput,
     MultiModal,
@@ -49,6 +49,7 @@ class CohereRerankRequest(BaseModel):
         None, ge=1, description="Split long documents into chunks (at most this many)."
     )
     raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
+    instruction: StrictStr | None = instruction_field()
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -61,6 +62,7 @@ class CohereRerankRequest(BaseModel):
             strategy="chunk" if self.max_chunks_per_doc else None,
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
+            instruction=self.instruction,
         )
 
 

@@ -7,9 +7,9 @@ themselves live in the service, which answers with a 400 that names the offendin
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, StrictInt, StrictStr, WithJsonSchema
+from pydantic import AliasChoices, Field, StrictInt, StrictStr, WithJsonSchema
 
 NonBlank = {"type": "string", "minLength": 1, "pattern": r"\S"}
 
@@ -19,3 +19,13 @@ TopN = Annotated[
     StrictInt | None,
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}),
 ]
+
+
+def instruction_field() -> Any:
+    """The per-request instruction (vLLM's `instruction`; SGLang's `instruct` is an alias)."""
+    return Field(
+        None,
+        validation_alias=AliasChoices("instruction", "instruct"),
+        description="Task instruction for models that take one (Qwen3-Reranker, "
+        "bge-reranker-v2-gemma); default: the model's. A model that takes none answers 400.",
+    )

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import TopN
+from rerankd.api.fields import TopN, instruction_field
 from rerankd.api.inputs import DocumentsInput, QueryInput, count, echo, to_document, to_documents
 from rerankd.service import RerankRequest, RerankResult
 
@@ -42,6 +42,7 @@ class NativeRerankRequest(BaseModel):
     max_chunks_per_doc: StrictInt | None = Field(
         None, ge=1, description="Chunks per document with 'chunk'."
     )
+    instruction: StrictStr | None = instruction_field()
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -53,6 +54,7 @@ class NativeRerankRequest(BaseModel):
             strategy=self.long_document_strategy,
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
+            instruction=self.instruction,
         )
 
 
@@ -135,6 +137,7 @@ class BatchRerankRequest(BaseModel):
     model: StrictStr | None = None
     return_documents: StrictBool = True
     raw_scores: StrictBool = False
+    instruction: StrictStr | None = instruction_field()
 
 
 class BatchRerankResponse(BaseModel):
@@ -162,6 +165,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
             top_n=q.top_n,
             model=body.model,
             raw_scores=body.raw_scores,
+            instruction=body.instruction,
         )
         for q in body.queries
     ]

@@ -1,57 +1,100 @@
-"""An `Engine` is one loaded model: tokenizer, planner and backend together."""
+"""An `Engine` is one loaded model: its family (tokens in, scores out) and a backend."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from rerankd.engine.backend import Backend, PaddedBatch
+from rerankd.documents import Loaded, Modalities, TextDocument
+from rerankd.engine.backend import Backend
 from rerankd.engine.onnx_backend import Progress
 from rerankd.engine.options import EngineOptions
-from rerankd.engine.plan import LongDocPolicy, Planner, ScoringPlan
-from rerankd.engine.tokenize import Sequence, TextTokenizer
-from rerankd.models import ModelKind, ModelSpec, ResolvedModel, resolve
+from rerankd.engine.plan import LongDocPolicy, ScoringPlan
+from rerankd.engine.tokenize import TextTokenizer
+from rerankd.families import FAMILIES, Limits, ModelFamily
+from rerankd.models import ModelSpec, ResolvedModel, resolve
 
 logger = logging.getLogger(__name__)
 
 
+def bind_family(model: ResolvedModel, options: EngineOptions) -> ModelFamily:
+    """The model's family bound to the model and to the limits it runs under."""
+    family = FAMILIES[model.family]
+    max_length, query_cap = options.limits(family.default_max_length, model.max_positions)
+    return family(model, Limits(max_length, query_cap))
+
+
 class Engine:
-    def __init__(self, model: ResolvedModel, options: EngineOptions, backend: Backend) -> None:
+    def __init__(
+        self, model: ResolvedModel, options: EngineOptions, family: ModelFamily, backend: Backend
+    ) -> None:
         self.model = model
         self.options = options
+        self.family = family
         self.backend = backend
-        self.tokenizer = TextTokenizer.from_dir(model.path)
-        self.planner = Planner(self.tokenizer, model.kind, self.max_length, options.query_cap)
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.family.tokenizer
 
     @property
     def max_length(self) -> int:
-        return min(self.options.max_length, self.model.max_positions)
+        return self.family.limits.max_length
 
-    def plan(self, query: str, documents: list[str], policy: LongDocPolicy) -> ScoringPlan:
-        return self.planner.plan(query, documents, policy)
+    @property
+    def takes_instruction(self) -> bool:
+        return self.family.takes_instruction
 
-    def run(self, sequences: list[Sequence]) -> np.ndarray:
-        """Run one batch: pad to its longest sequence and call the backend."""
-        return self.backend.run(PaddedBatch.pad(sequences, self.tokenizer.pad_id))
+    def instruction_for(self, requested: str | None) -> str | None:
+        """The instruction a request runs with; `InvalidInput` if the model takes none."""
+        return self.family.instruction_for(requested)
+
+    def plan(
+        self,
+        query: str | Loaded,
+        documents: Iterable[str | Loaded],
+        policy: LongDocPolicy,
+        instruction: str | None = None,
+    ) -> ScoringPlan:
+        """Items to run for one request (plain strings are text documents; images must be
+        decoded); `instruction` must come from `instruction_for`."""
+        return self.family.plan_documents(
+            _document(query), [_document(d) for d in documents], policy, instruction
+        )
+
+    @property
+    def modalities(self) -> Modalities:
+        return self.family.modalities
+
+    def run(self, items: list[Any]) -> np.ndarray:
+        """Run one batch of plan items (the family collates them) through the backend."""
+        return self.family.run(self.backend.run, items)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
-        """Raw score -> relevance in [0, 1]: sigmoid of the logit, or (cosine + 1) / 2."""
-        if self.model.kind is ModelKind.CROSS_ENCODER:
-            return 1.0 / (1.0 + np.exp(-raw))
-        return np.clip((raw + 1.0) / 2.0, 0.0, 1.0)
+        """Raw scores -> relevance in [0, 1], the family's way."""
+        return self.family.normalize(raw)
 
     def warmup(self) -> None:
-        plan = self.plan("warm up", ["the engine before the first request"], LongDocPolicy())
+        instruction = self.instruction_for(None)
+        plan = self.plan(
+            "warm up", ["the engine before the first request"], LongDocPolicy(), instruction
+        )
         self.run(plan.sequences)
+
+    def close(self) -> None:
+        self.backend.close()
 
     def describe(self) -> dict[str, object]:
         return {
             "name": self.model.name,
             "source": self.model.source,
             "revision": self.model.revision,
-            "kind": self.model.kind.value,
+            "kind": self.family.name,
+            **self.family.describe(),
             "backend": self.backend.description,
             "max_length": self.max_length,
         }
@@ -68,19 +111,27 @@ def load_engine(
         model = ModelSpec.parse(model)
     resolved = resolve(model) if isinstance(model, ModelSpec) else model
     started = time.perf_counter()
-    uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
+    family = bind_family(resolved, options)
     backend: Backend
     if options.backend == "onnx":
         from rerankd.engine.onnx_backend import OnnxBackend
 
-        backend = OnnxBackend(resolved, options, uses_type_ids, progress)
+        backend = OnnxBackend(resolved, options, family, progress)
     else:
         from rerankd.engine.torch_backend import TorchBackend
 
-        backend = TorchBackend(resolved, options, uses_type_ids)
-    engine = Engine(resolved, options, backend)
+        backend = TorchBackend(options, family)
+    engine = Engine(resolved, options, family, backend)
     engine.warmup()
     logger.info(
-        "loaded %s (%s) in %.1fs", resolved.name, backend.description, time.perf_counter() - started
+        "loaded %s (%s, %s) in %.1fs",
+        resolved.name,
+        family.name,
+        backend.description,
+        time.perf_counter() - started,
     )
     return engine
+
+
+def _document(value: str | Loaded) -> Loaded:
+    return TextDocument(value) if isinstance(value, str) else value

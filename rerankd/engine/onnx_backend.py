@@ -16,16 +16,23 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rerankd.engine.backend import PaddedBatch
+from rerankd.engine.backend import Batch
 from rerankd.engine.options import EngineOptions
+from rerankd.errors import UnsupportedModel
 from rerankd.models import ResolvedModel
+
+if TYPE_CHECKING:
+    from rerankd.families import ModelFamily
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 3  # bump when the exported graph changes, so old cache entries are not reused
+EXPORT_FORMAT = 4  # bump when the exported graph changes, so old cache entries are not reused
+# Past this many bytes of weights, the graph keeps them in a side file (protobuf's 2 GiB cap).
+EXTERNAL_DATA_BYTES = 1 << 30
 OPSET = 17
 Progress = Callable[[str], None]
 
@@ -35,7 +42,7 @@ def cache_entry(model: ResolvedModel, options: EngineOptions) -> Path:
     key = json.dumps(
         {
             "revision": model.revision,
-            "kind": model.kind.value,
+            "family": model.family,
             "format": EXPORT_FORMAT,
             "opset": OPSET,
         },
@@ -47,18 +54,19 @@ def cache_entry(model: ResolvedModel, options: EngineOptions) -> Path:
 
 
 def ensure_exported(
-    model: ResolvedModel,
-    options: EngineOptions,
-    uses_type_ids: bool,
-    progress: Progress | None = None,
+    model: ResolvedModel, options: EngineOptions, progress: Progress | None = None
 ) -> Path:
     """The path of the ONNX file for `options.dtype`, exporting and quantizing if not cached."""
+    from rerankd.engine.engine import bind_family
+
     step = progress or (lambda message: None)
+    family = bind_family(model, options)
+    check_exportable(family, options)
     entry = cache_entry(model, options)
     fp32 = entry / "model.onnx"
     if not fp32.is_file():
         step("exporting to ONNX")
-        _export(model, entry, uses_type_ids)
+        _export(family, entry)
     int8 = _cached_path(model, options)
     if int8 == fp32:
         return fp32
@@ -68,11 +76,22 @@ def ensure_exported(
     return int8
 
 
+def check_exportable(family: ModelFamily, options: EngineOptions) -> None:
+    """Refuse at once a family that has no ONNX export, or int8 where it is refused."""
+    if family.onnx_refusal:
+        raise UnsupportedModel(
+            f"{family.model.name} ({family.name}) runs with --backend torch only: "
+            f"{family.onnx_refusal}"
+        )
+    if options.dtype == "int8" and family.int8_refusal:
+        raise UnsupportedModel(
+            f"int8 is refused for {family.model.name} ({family.name}): {family.int8_refusal}. "
+            "Use --dtype float32."
+        )
+
+
 def ensure_exported_in_child(
-    model: ResolvedModel,
-    options: EngineOptions,
-    uses_type_ids: bool,
-    progress: Progress | None = None,
+    model: ResolvedModel, options: EngineOptions, progress: Progress | None = None
 ) -> Path:
     """`ensure_exported` in a short-lived child process when the cache misses.
 
@@ -87,7 +106,7 @@ def ensure_exported_in_child(
         progress("exporting to ONNX in a child process")
     context = multiprocessing.get_context("spawn")
     child = context.Process(
-        target=ensure_exported, args=(model, options, uses_type_ids), name="rerankd-onnx-export"
+        target=ensure_exported, args=(model, options), name="rerankd-onnx-export"
     )
     child.start()
     child.join()
@@ -108,7 +127,7 @@ class OnnxBackend:
         self,
         model: ResolvedModel,
         options: EngineOptions,
-        uses_type_ids: bool,
+        family: ModelFamily,
         progress: Progress | None = None,
     ) -> None:
         if options.dtype in ("float16", "bfloat16"):
@@ -117,7 +136,8 @@ class OnnxBackend:
             )
         import onnxruntime as ort
 
-        path = ensure_exported_in_child(model, options, uses_type_ids, progress)
+        check_exportable(family, options)
+        path = ensure_exported_in_child(model, options, progress)
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.thread_count
         session_options.inter_op_num_threads = 1
@@ -129,39 +149,49 @@ class OnnxBackend:
                 raise ValueError("device cuda needs onnxruntime-gpu; or use --backend torch")
             index = options.device.partition(":")[2] or "0"
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(index)}))
-        self._session = ort.InferenceSession(str(path), session_options, providers=providers)
-        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._session: ort.InferenceSession | None = ort.InferenceSession(
+            str(path), session_options, providers=providers
+        )
+        self._inputs = [i.name for i in self._session.get_inputs()]
         self.description = f"onnxruntime {options.dtype} on {options.device}"
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = batch.token_type_ids
-        return self._session.run(None, feed)[0]
+    def run(self, batch: Batch) -> np.ndarray:
+        if self._session is None:
+            raise RuntimeError("this backend was closed")
+        return self._session.run(None, batch.inputs(self._inputs))[0]
+
+    def close(self) -> None:
+        self._session = None
 
 
-def _export(model: ResolvedModel, entry: Path, uses_type_ids: bool) -> None:
+def _export(family: ModelFamily, entry: Path) -> None:
     import torch
-
-    from rerankd.engine.torch_backend import load_head
 
     # Eager attention exports the pattern ONNX Runtime fuses into its Attention kernel (25%
     # faster on MiniLM-L6 than the SDPA export, which it cannot fuse); eval on the top
     # module, because export restores the top module's mode on every submodule.
-    head = load_head(model, attention="eager").eval()
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_type_ids else [])
+    head = family.torch_head(torch.float32, "eager").eval()
+    names = family.input_names
     # A padded example, so the traced graph keeps the attention-mask path.
     example_ids = torch.full((2, 8), 5, dtype=torch.long)
     example_mask = torch.ones((2, 8), dtype=torch.long)
-    example_mask[1, 5:] = 0
-    example = (example_ids, example_mask) + (
-        (torch.zeros_like(example_ids),) if uses_type_ids else ()
-    )
+    if family.padding_side == "left":
+        example_mask[1, :3] = 0
+    else:
+        example_mask[1, 5:] = 0
+    tensors = {
+        "input_ids": example_ids,
+        "attention_mask": example_mask,
+        "token_type_ids": torch.zeros_like(example_ids),
+    }
+    example = tuple(tensors[name] for name in names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes["output"] = {0: "batch"}
+    large = sum(p.numel() * p.element_size() for p in head.parameters()) > EXTERNAL_DATA_BYTES
     entry.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=entry) as tmp:
-        raw = Path(tmp) / "raw.onnx"
+        raw = Path(tmp) / "raw" / "raw.onnx"
+        raw.parent.mkdir()
         with torch.inference_mode():
             torch.onnx.export(
                 head,
@@ -173,33 +203,66 @@ def _export(model: ResolvedModel, entry: Path, uses_type_ids: bool) -> None:
                 opset_version=OPSET,
                 dynamo=False,
             )
+        del head
         final = Path(tmp) / "model.onnx"
-        _optimize(raw, final, model)
-        os.replace(final, entry / "model.onnx")  # atomic: a concurrent reader never sees half
+        optimizer = family.onnx_optimizer()
+        if optimizer is None or not _optimize(raw, final, family, optimizer, large):
+            _save(raw, final, large)
+        # The weights' side file first, then the graph: a reader never sees a graph without.
+        if (Path(tmp) / DATA_FILE).is_file():
+            os.replace(Path(tmp) / DATA_FILE, entry / DATA_FILE)
+        os.replace(final, entry / "model.onnx")
     (entry / "meta.json").write_text(
-        json.dumps({"model": model.name, "source": model.source, "revision": model.revision}),
+        json.dumps(
+            {
+                "model": family.model.name,
+                "source": family.model.source,
+                "revision": family.model.revision,
+                "family": family.name,
+            }
+        ),
         encoding="utf-8",
     )
 
 
-def _optimize(raw: Path, out: Path, model: ResolvedModel) -> None:
+DATA_FILE = "model.onnx.data"
+
+
+def _save(source: Path, out: Path, large: bool) -> None:
+    """Re-save a graph, its weights in one side file next to it when they are large."""
+    import onnx
+
+    graph = onnx.load(str(source), load_external_data=True)
+    onnx.save_model(
+        graph,
+        str(out),
+        save_as_external_data=large,
+        all_tensors_to_one_file=True,
+        location=DATA_FILE,
+        size_threshold=1024,
+    )
+
+
+def _optimize(raw: Path, out: Path, family: ModelFamily, model_type: str, large: bool) -> bool:
     """Fuse attention, layer norm and GELU with ONNX Runtime's transformer optimizer."""
     try:
         from onnxruntime.transformers.optimizer import optimize_model
 
+        config = family.model.config
         optimized = optimize_model(
             str(raw),
-            model_type="bert",
-            num_heads=int(model.config.get("num_attention_heads", 0)),
-            hidden_size=int(model.config.get("hidden_size", 0)),
+            model_type=model_type,
+            num_heads=int(config.get("num_attention_heads", 0)),
+            hidden_size=int(config.get("hidden_size", 0)),
             opt_level=1,
         )
-        optimized.save_model_to_file(str(out))
+        optimized.save_model_to_file(str(out), use_external_data_format=large)
+        return True
     except Exception:  # noqa: BLE001 - an unfused graph is still correct, only slower
         logger.warning(
             "ONNX transformer optimization failed; using the plain export", exc_info=True
         )
-        os.replace(raw, out)
+        return False
 
 
 def _quantize(fp32: Path, int8: Path) -> None:

@@ -47,7 +47,7 @@ class EngineOptions:
     dtype: DType = "float32"
     device: str = "cpu"
     threads: int | None = None
-    max_length: int = 512
+    max_length: int | None = None  # default: the model family's (512 for cross-encoders)
     query_max_length: int | None = None  # default: 3/4 of max_length, as FlagEmbedding does
     cache_dir: Path = field(default_factory=default_cache_dir)
 
@@ -69,14 +69,15 @@ class EngineOptions:
             )
         if dtype == "int8" and self.backend != "onnx":
             raise ValueError("int8 is an ONNX Runtime mode: use --backend onnx --dtype int8")
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, not {self.max_length}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, not {self.threads}")
 
-    @property
-    def query_cap(self) -> int:
-        return self.query_max_length or self.max_length * 3 // 4
+    def limits(self, family_default: int, model_positions: int) -> tuple[int, int]:
+        """(max_length, query cap) for a model: asked for, else the family's, within the model's."""
+        max_length = min(self.max_length or family_default, model_positions)
+        return max_length, min(self.query_max_length or max_length * 3 // 4, max_length)
 
     @property
     def thread_count(self) -> int:

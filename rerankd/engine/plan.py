@@ -1,20 +1,21 @@
-"""Turning one (query, documents) request into model inputs, and model outputs into scores.
+"""What every model family shares about planning a request: long documents and plans.
 
-A cross-encoder scores each (query, chunk) sequence; a bi-encoder embeds the query once and
-each chunk, and scores by cosine. Either way a document's raw score is its best chunk's, so a
-long document split into windows is as relevant as its most relevant window.
+A long document is truncated or cut into overlapping windows (`windows`); a `ScoringPlan`
+lists the sequences to run and which document each belongs to. Either way a document's raw
+score is its best window's, so a long document is as relevant as its most relevant part.
+How a query and a window become a sequence is the model family's business
+(`rerankd/families/`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from rerankd.engine.tokenize import Sequence, TextTokenizer
 from rerankd.errors import InvalidInput
-from rerankd.models import ModelKind
 
 Strategy = Literal["truncate", "chunk"]
 Direction = Literal["right", "left"]
@@ -53,13 +54,15 @@ class LongDocPolicy:
 class ScoringPlan:
     """The sequences to run for one request and which document each one belongs to.
 
-    `owners[i]` is the document index of `sequences[i]`, or -1 for a bi-encoder's query.
+    `owners[i]` is the document index of `sequences[i]`, or -1 for a sequence that belongs to
+    no document (a bi-encoder's query). `combine_rows` is the model family's rule for turning
+    one output row per sequence into one raw score per document.
     """
 
-    kind: ModelKind
-    sequences: list[Sequence]
+    sequences: list[Any]  # token `Sequence`s, or a family's own items; len() is their cost
     owners: np.ndarray
     n_documents: int
+    combine_rows: Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
     @property
     def tokens(self) -> int:
@@ -67,55 +70,11 @@ class ScoringPlan:
 
     def combine(self, outputs: np.ndarray) -> np.ndarray:
         """Model outputs (one row per sequence) -> one raw score per document."""
-        if self.kind is ModelKind.CROSS_ENCODER:
-            per_sequence, owners = outputs.astype(np.float64), self.owners
-        else:
-            query, chunks = outputs[0], outputs[1:]
-            per_sequence, owners = (
-                chunks.astype(np.float64) @ query.astype(np.float64),
-                self.owners[1:],
-            )
-        scores = np.full(self.n_documents, -np.inf)
-        np.maximum.at(scores, owners, per_sequence)
-        return scores
+        return self.combine_rows(outputs, self.owners, self.n_documents)
 
 
-class Planner:
-    """Builds `ScoringPlan`s under the model's limits."""
-
-    def __init__(self, tokenizer: TextTokenizer, kind: ModelKind, max_length: int, query_cap: int):
-        self.tokenizer = tokenizer
-        self.kind = kind
-        self.max_length = max_length
-        self.query_cap = min(query_cap, max_length - tokenizer.pair_specials - 1)
-
-    def plan(self, query: str, documents: list[str], policy: LongDocPolicy) -> ScoringPlan:
-        encoded = self.tokenizer.encode([query, *documents])
-        query_ids, doc_ids = encoded[0], encoded[1:]
-        if self.kind is ModelKind.CROSS_ENCODER:
-            query_ids = query_ids[: self.query_cap]
-            room = self.max_length - len(query_ids) - self.tokenizer.pair_specials
-            first: list[Sequence] = []
-            owners: list[int] = []
-
-            def build(window: list[int]) -> Sequence:
-                return self.tokenizer.pair(query_ids, window)
-        else:
-            room = self.max_length - self.tokenizer.single_specials
-            first = [self.tokenizer.single(query_ids[:room])]
-            owners = [-1]
-            build = self.tokenizer.single
-        if policy.max_tokens_per_doc is not None:
-            room = min(room, policy.max_tokens_per_doc)
-        sequences = first
-        for index, ids in enumerate(doc_ids):
-            for window in _windows(ids, room, policy, index):
-                sequences.append(build(window))
-                owners.append(index)
-        return ScoringPlan(self.kind, sequences, np.asarray(owners, dtype=np.int64), len(documents))
-
-
-def _windows(ids: list[int], room: int, policy: LongDocPolicy, index: int) -> list[list[int]]:
+def windows(ids: list[int], room: int, policy: LongDocPolicy, index: int) -> list[list[int]]:
+    """A document's token ids cut to `room`: one window, or overlapping chunks."""
     if len(ids) <= room:
         return [ids]
     if not policy.allow_truncation:
@@ -126,9 +85,9 @@ def _windows(ids: list[int], room: int, policy: LongDocPolicy, index: int) -> li
     if policy.strategy == "truncate":
         return [ids[-room:] if policy.direction == "left" else ids[:room]]
     step = max(1, room - min(policy.overlap, room // 2))
-    windows = []
+    chunks = []
     for start in range(0, len(ids), step):
-        windows.append(ids[start : start + room])
-        if start + room >= len(ids) or len(windows) == policy.max_chunks_per_doc:
+        chunks.append(ids[start : start + room])
+        if start + room >= len(ids) or len(chunks) == policy.max_chunks_per_doc:
             break
-    return windows
+    return chunks

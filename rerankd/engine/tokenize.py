@@ -76,6 +76,17 @@ class TextTokenizer:
         """Token ids of each text, without special tokens (runs in parallel in Rust)."""
         return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+    def token_id(self, token: str) -> int | None:
+        """The id of one vocabulary entry (not of a text: no tokenization)."""
+        return self._tokenizer.token_to_id(token)
+
+    def truncate_text(self, text: str, max_tokens: int) -> str:
+        """`text` cut after its first `max_tokens` tokens (whole, if it is that short)."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        if len(encoding.ids) <= max_tokens:
+            return text
+        return text[: encoding.offsets[max_tokens - 1][1]] if max_tokens > 0 else ""
+
     def pair(self, query_ids: list[int], doc_ids: list[int]) -> Sequence:
         """`[CLS] query [SEP] document [SEP]`, or the model's own pair template."""
         return self._pair.fill((query_ids, doc_ids))

@@ -2,63 +2,42 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import torch
 
-from rerankd.engine.backend import PaddedBatch
-from rerankd.engine.heads import CrossEncoderHead, MeanPoolHead
+from rerankd.engine.backend import Batch
 from rerankd.engine.options import EngineOptions
-from rerankd.models import ModelKind, ResolvedModel
+from rerankd.families import ModelFamily
 
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def load_head(
-    model: ResolvedModel, dtype: torch.dtype = torch.float32, attention: str = "sdpa"
-) -> torch.nn.Module:
-    """The Hugging Face model with its scoring head, in eval mode.
-
-    `attention` is the transformers attention implementation: sdpa runs fastest in torch,
-    eager exports to the graph ONNX Runtime's optimizer knows how to fuse.
-    """
-    from transformers import AutoModel, AutoModelForSequenceClassification
-
-    loader = (
-        AutoModelForSequenceClassification if model.kind is ModelKind.CROSS_ENCODER else AutoModel
-    )
-    try:
-        hf_model = loader.from_pretrained(
-            str(model.path), dtype=dtype, attn_implementation=attention
-        )
-    except TypeError:  # transformers < 4.56 names it torch_dtype
-        hf_model = loader.from_pretrained(
-            str(model.path), torch_dtype=dtype, attn_implementation=attention
-        )
-    head = (
-        CrossEncoderHead(hf_model)
-        if model.kind is ModelKind.CROSS_ENCODER
-        else MeanPoolHead(hf_model)
-    )
-    return head.eval()
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class TorchBackend:
-    def __init__(self, model: ResolvedModel, options: EngineOptions, uses_type_ids: bool) -> None:
+    def __init__(self, options: EngineOptions, family: ModelFamily) -> None:
         if options.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {options.device} was asked for but torch sees no CUDA device")
         if options.device == "cpu":
             torch.set_num_threads(options.thread_count)
         self.device = torch.device(options.device)
-        self._uses_type_ids = uses_type_ids
-        self._head = load_head(model, _TORCH_DTYPES[options.dtype]).to(self.device)
+        self._input_names = family.input_names
+        head = family.torch_head(TORCH_DTYPES[options.dtype], "sdpa")
+        self._head: torch.nn.Module | None = head.to(self.device)
         self.description = f"torch {options.dtype} on {options.device}"
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
+    def run(self, batch: Batch) -> np.ndarray:
+        if self._head is None:
+            raise RuntimeError("this backend was closed")
         inputs = {
-            "input_ids": torch.from_numpy(batch.input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(batch.attention_mask).to(self.device),
+            name: torch.from_numpy(array).to(self.device, non_blocking=True)
+            for name, array in batch.inputs(self._input_names).items()
         }
-        if self._uses_type_ids:
-            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids).to(self.device)
         with torch.inference_mode():
-            return self._head(**inputs).cpu().numpy()
+            return self._head(**inputs).float().cpu().numpy()
+
+    def close(self) -> None:
+        self._head = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

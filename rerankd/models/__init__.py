@@ -1,6 +1,6 @@
 """Naming models and finding their files."""
 
 from rerankd.models.resolve import resolve, weights_hash
-from rerankd.models.spec import ModelKind, ModelSpec, ResolvedModel
+from rerankd.models.spec import ModelSpec, ResolvedModel
 
-__all__ = ["ModelKind", "ModelSpec", "ResolvedModel", "resolve", "weights_hash"]
+__all__ = ["ModelSpec", "ResolvedModel", "resolve", "weights_hash"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
 
 from rerankd.errors import ModelNotFound
-from rerankd.models.spec import BUILTIN_NAMES, ModelKind, ModelSpec, ResolvedModel
+from rerankd.models.spec import BUILTIN_NAMES, ModelSpec, ResolvedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
@@ -22,35 +23,19 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
         path, revision = Path(spec.source).expanduser().resolve(), None
     else:
         path, revision = _from_hub(spec)
+    from rerankd.families import family_class  # families import engine code that imports us
+
     config = _read_json(path / "config.json")
-    return ResolvedModel(
+    found = ResolvedModel(
         name=spec.name,
         source=spec.source,
         path=path,
         revision=revision or weights_hash(path),
-        kind=detect_kind(path, config),
+        family="",
         config=config,
+        instruction=spec.instruction,
     )
-
-
-def detect_kind(path: Path, config: dict) -> ModelKind:
-    """A one-label `*ForSequenceClassification` is a cross-encoder; a bare encoder is a bi-encoder."""
-    architectures = config.get("architectures") or []
-    if any(a.endswith("ForSequenceClassification") for a in architectures):
-        labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 1))
-        if labels != 1:
-            raise ModelNotFound(
-                f"{path} is a classifier with {labels} labels; a reranker needs exactly one "
-                "(a relevance logit)"
-            )
-        return ModelKind.CROSS_ENCODER
-    if architectures and not any(a.endswith("Model") for a in architectures):
-        raise ModelNotFound(
-            f"{path} has architecture {architectures[0]}; rerankd serves "
-            "*ForSequenceClassification cross-encoders with one label, or sentence-embedding "
-            "encoders (*Model)"
-        )
-    return ModelKind.BI_ENCODER
+    return dataclasses.replace(found, family=family_class(found, spec.family).name)
 
 
 def weights_hash(path: Path) -> str:

@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 BUILTIN_NAMES = frozenset({"builtin", "all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
 
 
-class ModelKind(StrEnum):
-    """How a model turns text into a relevance score."""
-
-    CROSS_ENCODER = "cross-encoder"  # (query, document) -> one logit; score = sigmoid(logit)
-    BI_ENCODER = "bi-encoder"  # text -> embedding; score = (cosine + 1) / 2
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A model as the user names it: a hub id, a local directory or `builtin`.
 
-    `served_name` is what API clients put in the request's `model` field.
+    `served_name` is what API clients put in the request's `model` field; `family` names the
+    model family when detection cannot be sure (see `rerankd.families`); `instruction` is the
+    model's default instruction, for families that take one.
     """
 
     source: str
     served_name: str | None = None
     revision: str | None = None
+    family: str | None = None
+    instruction: str | None = None
 
     @classmethod
-    def parse(cls, text: str) -> ModelSpec:
+    def parse(
+        cls, text: str, *, family: str | None = None, instruction: str | None = None
+    ) -> ModelSpec:
         """Parse `SOURCE`, `SOURCE=NAME` or `SOURCE@REVISION=NAME` from the command line."""
         text = text.strip()
         if not text:
@@ -37,7 +35,11 @@ class ModelSpec:
         source, _, name = text.partition("=")
         source, _, revision = source.partition("@")
         return cls(
-            source=source.strip(), served_name=name.strip() or None, revision=revision or None
+            source=source.strip(),
+            served_name=name.strip() or None,
+            revision=revision or None,
+            family=family,
+            instruction=instruction,
         )
 
     @property
@@ -58,8 +60,9 @@ class ResolvedModel:
     source: str
     path: Path
     revision: str
-    kind: ModelKind
+    family: str  # the name of the model family that serves it (`rerankd.families.FAMILIES`)
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    instruction: str | None = None  # the model's default instruction, if its family takes one
 
     @property
     def max_positions(self) -> int:

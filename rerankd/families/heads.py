@@ -1,0 +1,138 @@
+"""Torch modules that put each family's scoring head on a Hugging Face model.
+
+The same module runs in the torch backend and is what gets exported to ONNX, so both
+backends compute exactly the same function. Every head takes the padded batch's tensors and
+returns one float32 row per sequence.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from rerankd.models import ResolvedModel
+
+
+def load_pretrained(loader: Any, model: ResolvedModel, dtype: torch.dtype, attention: str) -> Any:
+    """`loader.from_pretrained` with the dtype and attention implementation asked for."""
+    try:
+        return loader.from_pretrained(str(model.path), dtype=dtype, attn_implementation=attention)
+    except TypeError:  # transformers < 4.56 names it torch_dtype
+        return loader.from_pretrained(
+            str(model.path), torch_dtype=dtype, attn_implementation=attention
+        )
+
+
+class SingleLogitHead(nn.Module):
+    """(input_ids, attention_mask[, token_type_ids]) -> the single relevance logit, float32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+        return logits[:, 0].float()
+
+
+class MeanPoolHead(nn.Module):
+    """Sentence-transformers style embedding: mean over real tokens, then L2-normalized."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled.float(), p=2.0, dim=1)
+
+
+class TokenLogitHead(nn.Module):
+    """A causal LM read as a classifier: a few rows of its LM head at the last real token.
+
+    The decoder runs to its last hidden state; only the last real token of each sequence
+    (found from the attention mask, so left and right padding agree) is projected, and only on
+    the rows of the tokens that matter. The raw score is `sum(coefficients * logits)`: with
+    rows (yes, no) and coefficients (1, -1) it is logit_yes - logit_no, whose sigmoid is the
+    softmax probability of "yes" over the pair. The vocabulary-sized logits are never made.
+    """
+
+    def __init__(
+        self, causal_lm: nn.Module, token_ids: list[int], coefficients: list[float]
+    ) -> None:
+        super().__init__()
+        self.body = causal_lm.get_decoder()
+        lm_head = causal_lm.get_output_embeddings()
+        rows = torch.tensor(token_ids, dtype=torch.long)
+        weight = lm_head.weight.detach()[rows].clone()
+        self.register_buffer("rows", weight, persistent=False)
+        bias = getattr(lm_head, "bias", None)
+        self.register_buffer(
+            "row_bias",
+            torch.zeros(len(token_ids), dtype=weight.dtype)
+            if bias is None
+            else bias.detach()[rows].clone(),
+            persistent=False,
+        )
+        self.register_buffer(
+            "coefficients", torch.tensor(coefficients, dtype=torch.float32), persistent=False
+        )
+        config = causal_lm.config
+        self.softcap = float(getattr(config, "final_logit_softcapping", None) or 0.0)
+        self.logit_scale = float(getattr(config, "logit_scale", None) or 1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        last = (attention_mask * positions).argmax(dim=1)
+        batch = torch.arange(input_ids.shape[0], device=input_ids.device)
+        final = hidden[batch, last]  # [batch, hidden]
+        logits = (final @ self.rows.t() + self.row_bias).float() * self.logit_scale
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return (logits * self.coefficients).sum(dim=1)
+
+
+class DualTowerHead(nn.Module):
+    """CLIP / SigLIP: token ids -> the text tower's features, or pixel values -> the image
+    tower's, L2-normalised, float32 (transformers' `get_text_features` / `get_image_features`).
+
+    `text_mask=False` leaves the attention mask out, as SigLIP's reference does (its texts are
+    padded to the full length and pooled at the last position).
+    """
+
+    def __init__(self, model: nn.Module, text_mask: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.text_mask = text_mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if pixel_values is not None:
+            features = self.model.get_image_features(pixel_values=pixel_values)
+        else:
+            mask = attention_mask if self.text_mask else None
+            features = self.model.get_text_features(input_ids=input_ids, attention_mask=mask)
+        pooled = getattr(features, "pooler_output", features)  # transformers 5 returns outputs
+        return nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
