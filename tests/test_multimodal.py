@@ -87,7 +87,7 @@ def _reference(
     cosines = [float(embed(d) @ q) for d in documents]
     if family == "clip":
         return cosines
-    scale, bias = float(model.logit_scale.exp()), float(model.logit_bias)
+    scale, bias = float(model.logit_scale.detach().exp()), float(model.logit_bias.detach())
     return [scale * c + bias for c in cosines]
 
 
@@ -147,7 +147,7 @@ def test_a_mixed_request_ranks_as_its_parts_scored_apart(server: ServerProcess) 
 
 def _images_encoded(server: ServerProcess, model: str) -> float:
     text = httpx.get(server.url + "/metrics").text
-    return metric(text, "rerankd_embedded_total", f'model="{model}",kind="image"')
+    return metric(text, "rerankd_embedded_total", f'kind="image",model="{model}"')
 
 
 def test_an_image_is_encoded_once_and_then_served_from_the_embedding_cache(

@@ -130,7 +130,8 @@ class DualTowerHead(nn.Module):
         pixel_values: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if pixel_values is not None:
-            features = self.model.get_image_features(pixel_values=pixel_values)
+            weights = next(self.model.parameters())  # fp16/bf16 towers take pixels in their dtype
+            features = self.model.get_image_features(pixel_values=pixel_values.to(weights.dtype))
         else:
             mask = attention_mask if self.text_mask else None
             features = self.model.get_text_features(input_ids=input_ids, attention_mask=mask)
