@@ -120,7 +120,7 @@ class DualTowerHead(nn.Module):
 
     def __init__(self, model: nn.Module, text_mask: bool) -> None:
         super().__init__()
-        self.model = model
+        self.model: Any = model  # CLIPModel or SiglipModel: their feature methods
         self.text_mask = text_mask
 
     def forward(
