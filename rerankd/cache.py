@@ -38,13 +38,17 @@ def _key(*parts: object) -> str:
     return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def score_key(model_identity: tuple, policy: tuple, query: str, document: str) -> str:
+def score_key(
+    model_identity: tuple[object, ...], policy: tuple[object, ...], query: str, document: str
+) -> str:
     """model_identity = (name, revision, max_length); policy = the long-document settings;
     query and document are content hashes."""
     return _key(model_identity, policy, query, document)
 
 
-def embedding_key(model_identity: tuple, policy: tuple, role: str, document: str) -> str:
+def embedding_key(
+    model_identity: tuple[object, ...], policy: tuple[object, ...], role: str, document: str
+) -> str:
     """The embedding of one document (its content hash) as a query or as a document."""
     return _key("embedding", model_identity, policy, role, document)
 

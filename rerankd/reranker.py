@@ -10,7 +10,7 @@ import numpy as np
 from rerankd.batching import run_sorted
 from rerankd.documents import Document, check_documents, check_modalities
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
-from rerankd.engine.options import default_batch_tokens
+from rerankd.engine.options import default_batch_tokens, default_cache_dir
 from rerankd.errors import InvalidInput
 from rerankd.images import ImagePolicy, decode_request, load_inline
 from rerankd.models import ModelSpec
@@ -39,14 +39,13 @@ class Reranker:
         family: str | None = None,
         instruction: str | None = None,
     ) -> None:
-        extra = {"cache_dir": cache_dir} if cache_dir is not None else {}
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
             dtype=dtype,  # type: ignore[arg-type]
             device=device,
             max_length=max_length,
             threads=threads,
-            **extra,
+            cache_dir=cache_dir or default_cache_dir(),
         )
         spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
         self.engine: Engine = load_engine(spec, options)

@@ -143,7 +143,7 @@ class OnnxBackend:
         session_options.inter_op_num_threads = 1
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers: list[str | tuple[str, dict]] = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
         if options.device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ValueError("device cuda needs onnxruntime-gpu; or use --backend torch")
@@ -158,7 +158,7 @@ class OnnxBackend:
     def run(self, batch: Batch) -> np.ndarray:
         if self._session is None:
             raise RuntimeError("this backend was closed")
-        return self._session.run(None, batch.inputs(self._inputs))[0]
+        return np.asarray(self._session.run(None, batch.inputs(self._inputs))[0])
 
     def close(self) -> None:
         self._session = None

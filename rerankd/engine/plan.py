@@ -40,7 +40,7 @@ class LongDocPolicy:
         if self.max_chunks_per_doc < 1:
             raise InvalidInput("max_chunks_per_doc must be at least 1")
 
-    def cache_key(self) -> tuple:
+    def cache_key(self) -> tuple[object, ...]:
         return (
             self.strategy,
             self.max_tokens_per_doc,

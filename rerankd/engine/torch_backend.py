@@ -34,7 +34,7 @@ class TorchBackend:
             for name, array in batch.inputs(self._input_names).items()
         }
         with torch.inference_mode():
-            return self._head(**inputs).float().cpu().numpy()
+            return np.asarray(self._head(**inputs).float().cpu().numpy())
 
     def close(self) -> None:
         self._head = None

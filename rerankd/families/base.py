@@ -193,7 +193,7 @@ def combine_embeddings(outputs: np.ndarray, owners: np.ndarray, count: int) -> n
 
 
 def sigmoid(raw: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-raw))
+    return np.asarray(1.0 / (1.0 + np.exp(-raw)))
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ class Clip(EmbeddingFamily):
     def image_processor(self) -> Any:
         from transformers import AutoImageProcessor
 
-        return AutoImageProcessor.from_pretrained(str(self.model.path))
+        loader: Any = AutoImageProcessor  # untyped in transformers
+        return loader.from_pretrained(str(self.model.path))
 
     def image_item(self, image: ImageDocument) -> ImageItem:
         pixels = self.image_processor(images=[image.pixels], return_tensors="np")["pixel_values"]

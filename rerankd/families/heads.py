@@ -40,7 +40,9 @@ class SingleLogitHead(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+        logits: torch.Tensor = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, **extra
+        ).logits
         return logits[:, 0].float()
 
 
@@ -74,9 +76,11 @@ class TokenLogitHead(nn.Module):
     softmax probability of "yes" over the pair. The vocabulary-sized logits are never made.
     """
 
-    def __init__(
-        self, causal_lm: nn.Module, token_ids: list[int], coefficients: list[float]
-    ) -> None:
+    rows: torch.Tensor
+    row_bias: torch.Tensor
+    coefficients: torch.Tensor
+
+    def __init__(self, causal_lm: Any, token_ids: list[int], coefficients: list[float]) -> None:
         super().__init__()
         self.body = causal_lm.get_decoder()
         lm_head = causal_lm.get_output_embeddings()
@@ -99,7 +103,9 @@ class TokenLogitHead(nn.Module):
         self.logit_scale = float(getattr(config, "logit_scale", None) or 1.0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden: torch.Tensor = self.body(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)
         batch = torch.arange(input_ids.shape[0], device=input_ids.device)
@@ -107,7 +113,8 @@ class TokenLogitHead(nn.Module):
         logits = (final @ self.rows.t() + self.row_bias).float() * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return (logits * self.coefficients).sum(dim=1)
+        score: torch.Tensor = (logits * self.coefficients).sum(dim=1)
+        return score
 
 
 class DualTowerHead(nn.Module):
@@ -136,4 +143,5 @@ class DualTowerHead(nn.Module):
             mask = attention_mask if self.text_mask else None
             features = self.model.get_text_features(input_ids=input_ids, attention_mask=mask)
         pooled = getattr(features, "pooler_output", features)  # transformers 5 returns outputs
-        return nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
+        embedding: torch.Tensor = nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
+        return embedding

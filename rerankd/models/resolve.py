@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from rerankd.errors import ModelNotFound
 from rerankd.models.spec import BUILTIN_NAMES, ModelSpec, ResolvedModel
@@ -95,9 +96,12 @@ def _from_hub(spec: ModelSpec) -> tuple[Path, str]:
     )
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelNotFound(
             f"no config.json in {path.parent}: is this a Hugging Face model directory?"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ModelNotFound(f"{path} is not a JSON object")
+    return config
