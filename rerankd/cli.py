@@ -70,6 +70,10 @@ def serve(**given: Any) -> None:
         raise typer.Exit(2) from None
     from rerankd.server import run
 
+    # main() restores SIGPIPE's default for `rerankd rerank | head`; a server must not die when
+    # a client hangs up before its answer is written (EPIPE on that socket is enough).
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     raise typer.Exit(run(settings))
 
 
