@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps serve test lint format bench clean
+.PHONY: install system-deps serve test lint audit format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,22 +15,37 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Servers the integration tests start themselves (Redis, nginx): from Debian's packages.
+# Servers the integration tests start themselves (Redis, nginx) and the browser the playground
+# tests drive (Chromium, its driver, a CJK font for the screenshots): from Debian's packages.
+SYSTEM_PACKAGES := redis-server nginx chromium chromium-driver fonts-wqy-zenhei
 system-deps:
-	@if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server nginx >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server nginx >/dev/null; fi; \
+	@if ! command -v redis-server >/dev/null || ! command -v nginx >/dev/null \
+	  || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; fi; \
 	fi
 
 serve: install
 	$(VENV)/bin/rerankd serve
 
-test: install system-deps
+# LiteLLM pins huggingface-hub<2, so its integration test runs it from a venv of its own.
+LITELLM_VENV := .venv-litellm
+$(LITELLM_VENV)/.installed:
+	python3 -m venv --clear $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm>=1.70'
+	echo 'litellm>=1.70' > $@
+
+test: install system-deps $(LITELLM_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
+
+# Known vulnerabilities in the installed dependencies fail, unless .ci/audit-allow.toml says why.
+audit: install
+	$(PY) .ci/audit.py
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -84,14 +84,14 @@ def load_systems(model_dir: Path, cache_dir: Path, max_batch_tokens: int) -> dic
 
 def real_lengths(model_dir: Path, requests: list[Request]) -> list[list[int]]:
     """Each pair's token count after rerankd's (reference-equal) truncation, per request."""
-    from rerankd.engine import LongDocPolicy, TextTokenizer
-    from rerankd.engine.plan import Planner
-    from rerankd.models import ModelKind
+    from rerankd.engine import EngineOptions, LongDocPolicy
+    from rerankd.engine.engine import bind_family
+    from rerankd.models import ModelSpec, resolve
 
-    tokenizer = TextTokenizer.from_dir(model_dir)
-    planner = Planner(tokenizer, ModelKind.CROSS_ENCODER, MAX_LENGTH, MAX_LENGTH * 3 // 4)
+    options = EngineOptions(max_length=MAX_LENGTH)
+    family = bind_family(resolve(ModelSpec(str(model_dir))), options)
     return [
-        [len(s) for s in planner.plan(r.query, r.documents, LongDocPolicy()).sequences]
+        [len(s) for s in family.plan(r.query, r.documents, LongDocPolicy(), None).sequences]
         for r in requests
     ]
 

@@ -34,8 +34,7 @@ def onnx_file(model: str, dtype: str) -> Path:
         backend="onnx", dtype=dtype, threads=THREADS, cache_dir=fixtures.WORK / "cache" / "rerankd"
     )
     resolved = resolve(ModelSpec.parse(str(fixtures.model_dir(model))))
-    uses_type_ids = int(resolved.config.get("type_vocab_size", 1)) > 1
-    return ensure_exported(resolved, options, uses_type_ids)
+    return ensure_exported(resolved, options)
 
 
 def batches(model: str, max_batch_tokens: int) -> list[dict]:
@@ -43,16 +42,16 @@ def batches(model: str, max_batch_tokens: int) -> list[dict]:
     import numpy as np
 
     from rerankd.batching import cut_batches
-    from rerankd.engine import LongDocPolicy, PaddedBatch, TextTokenizer
-    from rerankd.engine.plan import Planner
-    from rerankd.models import ModelKind
+    from rerankd.engine import EngineOptions, LongDocPolicy, PaddedBatch
+    from rerankd.engine.engine import bind_family
+    from rerankd.models import ModelSpec, resolve
 
     model_dir = fixtures.model_dir(model)
-    tokenizer = TextTokenizer.from_dir(model_dir)
-    planner = Planner(tokenizer, ModelKind.CROSS_ENCODER, 512, 384)
+    family = bind_family(resolve(ModelSpec(str(model_dir))), EngineOptions(max_length=512))
+    tokenizer = family.tokenizer
     request = make_requests(1)[0]
     sequences = sorted(
-        planner.plan(request.query, request.documents, LongDocPolicy()).sequences, key=len
+        family.plan(request.query, request.documents, LongDocPolicy(), None).sequences, key=len
     )
     feeds = []
     for cut in cut_batches([len(s) for s in sequences], max_batch_tokens, 256):

@@ -14,6 +14,9 @@ IMAGES = ROOT / "docs" / "img"
 TARGET_CONCURRENCY = 4
 RSS_ALLOWANCE_MB = 400
 MIN_SPEARMAN = 0.98
+# Sections after this line come from other benchmarks (bench/fairness.py, bench/int8_bench.py)
+# and are kept as they are when this page is regenerated.
+KEEP_MARKER = "<!-- kept by bench/report.py: sections from other benchmarks below -->"
 
 
 def write(results: dict, doc: Path = DOC) -> Path:
@@ -24,7 +27,9 @@ def write(results: dict, doc: Path = DOC) -> Path:
     lines += _v2m3_section(results.get("v2m3") or [])
     lines += _method_section(results)
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    kept = doc.read_text(encoding="utf-8").partition(KEEP_MARKER)[2] if doc.is_file() else ""
+    tail = [KEEP_MARKER + kept.rstrip("\n")] if kept else []
+    doc.write_text("\n".join(lines + tail) + "\n", encoding="utf-8")
     return doc
 
 

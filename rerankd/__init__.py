@@ -1,5 +1,6 @@
 """rerankd: a production reranking server for cross-encoders."""
 
+from rerankd.client import AsyncClient, Client
 from rerankd.errors import (
     BackendFailed,
     InvalidInput,
@@ -14,7 +15,9 @@ from rerankd.reranker import Reranker
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "BackendFailed",
+    "Client",
     "InvalidInput",
     "ModelNotFound",
     "NotReady",

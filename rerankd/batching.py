@@ -1,9 +1,23 @@
-"""Dynamic batching across concurrent requests, under a token budget.
+"""Dynamic batching across concurrent requests, under a token budget, with a latency promise.
 
-Every request's sequences join one queue. An inference thread per model replica takes what is
-waiting, sorts it by length and cuts batches whose padded size (longest x count) stays within
-`max_batch_tokens`, so short and long documents from different requests are never padded to
-each other. The queue is bounded in tokens: past the bound a request is refused at once
+Every request's sequences join one queue per model; an inference thread per replica cuts one
+batch at a time from what is waiting, so a request that arrives while a batch runs is
+considered for the very next one. The scheduler's promise, in one sentence:
+
+    A request's first batch starts right after the batch that was running when it arrived,
+    unless a waiting request with a better (lower) `priority`, or the same priority and fewer
+    tokens left to run, goes first.
+
+Each batch is built around the *head* request, the waiting one that sorts first by
+(priority, tokens left, arrival): it starts at the head's shortest waiting sequence and adds
+sequences of the head's priority in ascending length class, the head's own first within a
+class, none longer than the head's longest, while the padded size (longest x count) stays
+within `max_batch_tokens` (`select_batch`). So a short request is never padded to a bulk one
+(its batch is small and quick), requests with rows of similar length share batches, and
+requests of one size are served in arrival order rather than interleaved. Ordering
+by tokens left (shortest remaining first) is what keeps interactive requests ahead of bulk
+ones without a flag; `priority` (vLLM's meaning: lower runs earlier, default 0) overrides
+size. The queue is bounded in tokens: past the bound a request is refused at once
 (`Overloaded`) rather than left to wait. Nothing here knows about HTTP or torch: a replica is
 just a function from a list of sequences to one output row per sequence.
 """
@@ -12,23 +26,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from rerankd.admission import DrainRate
 from rerankd.errors import BackendFailed, NotReady, Overloaded
 
 logger = logging.getLogger(__name__)
 
-Runner = Callable[[list], np.ndarray]
-
 
 class Sized(Protocol):
     def __len__(self) -> int: ...
+
+
+Item = TypeVar("Item", bound=Sized)
+# A replica: one batch of items in, one output row per item out.
+Runner = Callable[[list[Item]], np.ndarray]
 
 
 def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[range]:
@@ -50,7 +69,7 @@ def cut_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: i
 
 
 def run_sorted(
-    runner: Runner, items: Sequence[Sized], max_batch_tokens: int, max_batch_size: int = 256
+    runner: Runner[Item], items: Sequence[Item], max_batch_tokens: int, max_batch_size: int = 256
 ) -> np.ndarray:
     """Run `items` in length-sorted batches cut by `cut_batches`, in one call, no queue.
 
@@ -80,20 +99,38 @@ class BatchObserver(Protocol):
 
     def rejected(self, reason: str) -> None: ...
 
+    def queue_wait(self, seconds: float) -> None:
+        """A request's first batch is starting, `seconds` after it was queued."""
+
 
 @dataclass(eq=False)
-class _Job:
-    """One request's sequences and the future its caller awaits."""
+class _Job(Generic[Item]):
+    """One request's sequences, the rows not yet run, and the future its caller awaits."""
 
-    items: list
+    items: Sequence[Item]
+    lengths: list[int]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
-    tokens: int
+    future: asyncio.Future[np.ndarray]
+    priority: int
+    arrival: int  # a counter: ties in size go in arrival order
+    queued_at: float
+    pending: list[int] = field(default_factory=list)  # rows not yet run, ascending by length
+    pending_tokens: int = 0
+    started: bool = False
     outputs: np.ndarray | None = None
-    remaining: int = 0
+    remaining: int = 0  # rows not yet delivered
     cancelled: bool = False
     failed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.pending = sorted(range(len(self.items)), key=self.lengths.__getitem__)
+        self.pending_tokens = sum(self.lengths)
+        self.remaining = len(self.items)
+
+    def rank(self) -> tuple[int, int, int]:
+        """Who goes first: better priority, then fewer tokens left, then earlier arrival."""
+        return (self.priority, self.pending_tokens, self.arrival)
 
     def deliver(self, rows: list[int], values: np.ndarray) -> None:
         with self.lock:
@@ -114,33 +151,80 @@ class _Job:
         self.loop.call_soon_threadsafe(_reject, self.future, error)
 
 
-def _resolve(future: asyncio.Future, value: np.ndarray) -> None:
+def _resolve(future: asyncio.Future[np.ndarray], value: np.ndarray) -> None:
     if not future.done():
         future.set_result(value)
 
 
-def _reject(future: asyncio.Future, error: BaseException) -> None:
+def _reject(future: asyncio.Future[np.ndarray], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
 
 
 @dataclass(frozen=True)
-class _Entry:
-    job: _Job
+class _Entry(Generic[Item]):
+    job: _Job[Item]
     row: int
     length: int
 
 
-class DynamicBatcher:
+def select_batch(
+    jobs: Sequence[_Job[Item]], max_batch_tokens: int, max_batch_size: int
+) -> list[_Entry[Item]]:
+    """The next batch, built around the head job as the module docstring says.
+
+    Candidates are the waiting sequences of requests at the head's priority, no shorter than
+    the head's shortest and no longer than its longest. They are ordered by length class
+    (lengths within `SIMILAR` of each other are one class), then by their request's rank, so
+    the head's rows go first among rows of about its length, and the batch is the longest
+    prefix within the padded-token budget: it always holds the head's shortest sequence, pads
+    little, and two bulk requests of one size run one after the other, not interleaved.
+    """
+    ranked = sorted(jobs, key=_Job.rank)
+    head = ranked[0]
+    shortest = head.lengths[head.pending[0]]
+    longest = head.lengths[head.pending[-1]]
+    pool: list[tuple[int, int, int, int]] = []
+    for position, job in enumerate(ranked):
+        if job.priority != head.priority:
+            break  # ranked by priority first: the rest are all less urgent
+        for row in job.pending:  # ascending, so the first one too long ends this job's rows
+            length = job.lengths[row]
+            if length > longest:
+                break
+            if length >= shortest:
+                pool.append((_length_class(length), position, length, row))
+    pool.sort()
+    taken, padded_to = 1, pool[0][2]  # the head's shortest sequence sorts first
+    while taken < min(len(pool), max_batch_size):
+        grown = max(padded_to, pool[taken][2])
+        if grown * (taken + 1) > max_batch_tokens:
+            break
+        taken, padded_to = taken + 1, grown
+    batch = [_Entry(ranked[position], row, length) for _, position, length, row in pool[:taken]]
+    batch.sort(key=lambda entry: entry.length)
+    return batch
+
+
+SIMILAR = 1.1  # lengths within 10% of each other pad each other little: one length class
+_LOG_SIMILAR = math.log(SIMILAR)
+
+
+def _length_class(length: int) -> int:
+    return int(math.log(max(length, 1)) / _LOG_SIMILAR)
+
+
+class DynamicBatcher(Generic[Item]):
     """One queue for a model, drained by one inference thread per replica."""
 
     def __init__(
         self,
-        replicas: list[Runner],
+        replicas: list[Runner[Item]],
         *,
         max_batch_tokens: int = 16384,
         max_batch_size: int = 256,
         max_queue_tokens: int = 1_000_000,
+        max_queue_seconds: float | None = None,
         max_wait_ms: float = 2.0,
         observer: BatchObserver | None = None,
         name: str = "model",
@@ -151,20 +235,24 @@ class DynamicBatcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.max_queue_tokens = max_queue_tokens
+        self.max_queue_seconds = max_queue_seconds
         self._max_wait = max_wait_ms / 1000.0
         self._observer = observer
         self._name = name
-        self._pending: list[_Entry] = []
+        self._jobs: list[_Job[Item]] = []  # requests with sequences not yet taken
+        self._arrivals = 0
+        self._queued_pairs = 0
         self._queued_tokens = 0
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._running = False
+        self._drain = DrainRate(replicas=len(replicas))
 
     @property
     def queued(self) -> tuple[int, int]:
         """(pairs, tokens) waiting."""
         with self._cond:
-            return len(self._pending), self._queued_tokens
+            return self._queued_pairs, self._queued_tokens
 
     def start(self) -> None:
         self._running = True
@@ -179,93 +267,143 @@ class DynamicBatcher:
         """Stop the threads after the batches in progress; queued work fails with NotReady."""
         with self._cond:
             self._running = False
-            dropped, self._pending, self._queued_tokens = self._pending, [], 0
+            dropped, self._jobs = self._jobs, []
+            self._queued_pairs = self._queued_tokens = 0
             self._cond.notify_all()
-        for job in {entry.job for entry in dropped}:
+        for job in dropped:
             job.fail(NotReady("the server is shutting down"))
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()
 
-    async def submit(self, items: list[Sized]) -> np.ndarray:
-        """Queue a request's sequences; returns one output row per item, in order."""
+    def admit(self, tokens: int) -> None:
+        """Refuse now (`Overloaded`) if `tokens` more would not fit: a cheap check before the
+        caller spends time tokenizing; `submit` checks the exact count again."""
+        with self._cond:
+            self._check_room(tokens)
+
+    def _room(self) -> int:
+        """Tokens the queue may hold: its bound, or fewer when the replicas' recent speed says
+        the last of them would wait past `max_queue_seconds` (it would only time out)."""
+        rate = self._drain.per_second() if self.max_queue_seconds is not None else None
+        if rate is None or self.max_queue_seconds is None:
+            return self.max_queue_tokens
+        return min(self.max_queue_tokens, int(rate * self.max_queue_seconds))
+
+    def _check_room(self, tokens: int) -> None:
+        # An empty queue takes any one request, however large: it can only wait for itself.
+        room = self._room()
+        if self._jobs and self._queued_tokens + tokens > room:
+            if self._observer:
+                self._observer.rejected("overloaded")
+            excess = self._queued_tokens + tokens - room
+            why = "" if room == self.max_queue_tokens else " (what drains before the timeout)"
+            raise Overloaded(
+                f"the queue holds {self._queued_tokens} tokens; this request's {tokens} "
+                f"would pass the limit of {room}{why}. Retry shortly.",
+                retry_after=self._drain.retry_after(excess),
+            )
+
+    async def submit(self, items: Sequence[Item], priority: int = 0) -> np.ndarray:
+        """Queue a request's sequences; returns one output row per item, in order.
+
+        `priority`: lower runs earlier (vLLM's convention); requests of equal priority are
+        ordered by the tokens they have left to run, then by arrival.
+        """
         if not items:
             return np.empty((0,), dtype=np.float32)
         loop = asyncio.get_running_loop()
         lengths = [len(item) for item in items]
-        job = _Job(items, loop, loop.create_future(), tokens=sum(lengths), remaining=len(items))
         with self._cond:
             if not self._running:
                 raise NotReady("the batcher is not running")
-            if self._pending and self._queued_tokens + job.tokens > self.max_queue_tokens:
-                if self._observer:
-                    self._observer.rejected("overloaded")
-                raise Overloaded(
-                    f"the queue holds {self._queued_tokens} tokens; this request's {job.tokens} "
-                    f"would pass the limit of {self.max_queue_tokens}. Retry shortly.",
-                    retry_after=1.0,
-                )
-            self._pending.extend(_Entry(job, row, n) for row, n in enumerate(lengths))
-            self._queued_tokens += job.tokens
+            tokens = sum(lengths)
+            self._check_room(tokens)
+            self._arrivals += 1
+            job = _Job(
+                items,
+                lengths,
+                loop,
+                loop.create_future(),
+                priority=priority,
+                arrival=self._arrivals,
+                queued_at=time.perf_counter(),
+            )
+            self._jobs.append(job)
+            self._queued_pairs += len(items)
+            self._queued_tokens += tokens
             self._report_queue()
             self._cond.notify()
         try:
-            return await job.future
+            result: np.ndarray = await job.future
+            return result
         except asyncio.CancelledError:
             self._cancel(job)
             raise
 
-    def _cancel(self, job: _Job) -> None:
+    def _cancel(self, job: _Job[Item]) -> None:
         """Drop a cancelled request's queued sequences (a client gone, or a timeout)."""
         with job.lock:
             job.cancelled = True
+        self._forget(job)
+
+    def _forget(self, job: _Job[Item]) -> None:
+        """Take a job's sequences not yet run out of the queue."""
         with self._cond:
-            kept = [entry for entry in self._pending if entry.job is not job]
-            self._queued_tokens -= sum(e.length for e in self._pending if e.job is job)
-            self._pending = kept
-            self._report_queue()
+            if job in self._jobs:
+                self._jobs.remove(job)
+                self._queued_pairs -= len(job.pending)
+                self._queued_tokens -= job.pending_tokens
+                self._report_queue()
 
     def _report_queue(self) -> None:
         if self._observer:
-            self._observer.queue_changed(len(self._pending), self._queued_tokens)
+            self._observer.queue_changed(self._queued_pairs, self._queued_tokens)
 
-    def _take(self, was_idle: bool) -> list[_Entry] | None:
-        """Wait for work and take it; None when stopping."""
+    def _take(self, was_idle: bool) -> list[_Entry[Item]] | None:
+        """Wait for work and take the next batch; None when stopping."""
         with self._cond:
-            while self._running and not self._pending:
-                self._cond.wait()
-                was_idle = True
-            if not self._running:
-                return None
-            if not was_idle and self._queued_tokens < self.max_batch_tokens and self._max_wait:
-                # Coming off a busy round with little waiting: a moment lets a burst join.
-                self._cond.wait(self._max_wait)
-            limit = self._take_limit()
-            taken, tokens = [], 0
-            for entry in self._pending:
-                if tokens >= limit:
+            while True:
+                while self._running and not self._jobs:
+                    self._cond.wait()
+                    was_idle = True
+                if not self._running:
+                    return None
+                if was_idle or self._queued_tokens >= self.max_batch_tokens or not self._max_wait:
                     break
-                taken.append(entry)
-                tokens += entry.length
-            self._pending = self._pending[len(taken) :]
-            self._queued_tokens -= tokens
-            self._report_queue()
-            return taken
+                # Coming off a busy batch with little waiting: a moment lets a burst join.
+                self._cond.wait(self._max_wait)
+                was_idle = True  # waited once; take what is there now
+            batch = select_batch(self._jobs, self.max_batch_tokens, self.max_batch_size)
+            self._remove(batch)
+            return batch
 
-    def _take_limit(self) -> float:
-        # One replica takes everything; several share the queue a few batches at a time.
-        return float("inf") if len(self._replicas) == 1 else 4 * self.max_batch_tokens
+    def _remove(self, batch: list[_Entry[Item]]) -> None:
+        """Take a batch's rows out of their jobs (called with the lock held)."""
+        now = time.perf_counter()
+        rows: dict[_Job[Item], set[int]] = {}
+        for entry in batch:
+            rows.setdefault(entry.job, set()).add(entry.row)
+        for job, taken in rows.items():
+            job.pending = [row for row in job.pending if row not in taken]
+            job.pending_tokens -= sum(job.lengths[row] for row in taken)
+            if not job.started:
+                job.started = True
+                if self._observer:
+                    self._observer.queue_wait(now - job.queued_at)
+            if not job.pending:
+                self._jobs.remove(job)
+        self._queued_pairs -= len(batch)
+        self._queued_tokens -= sum(entry.length for entry in batch)
+        self._report_queue()
 
-    def _work(self, runner: Runner) -> None:
+    def _work(self, runner: Runner[Item]) -> None:
         was_idle = True
-        while (taken := self._take(was_idle)) is not None:
-            entries = sorted((e for e in taken if not e.job.cancelled), key=lambda e: e.length)
-            lengths = [e.length for e in entries]
-            for batch in cut_batches(lengths, self.max_batch_tokens, self.max_batch_size):
-                self._run_batch(runner, [entries[i] for i in batch])
+        while (batch := self._take(was_idle)) is not None:
+            self._run_batch(runner, batch)
             was_idle = False
 
-    def _run_batch(self, runner: Runner, entries: list[_Entry]) -> None:
+    def _run_batch(self, runner: Runner[Item], entries: list[_Entry[Item]]) -> None:
         entries = [e for e in entries if not e.job.cancelled]
         if not entries:
             return
@@ -278,9 +416,11 @@ class DynamicBatcher:
             error.__cause__ = exc
             for job in {e.job for e in entries}:
                 job.fail(error)
+                self._forget(job)  # its other sequences would be run for nobody
             return
         elapsed = time.perf_counter() - started
-        by_job: dict[_Job, list[int]] = {}
+        self._drain.add(sum(e.length for e in entries), elapsed)
+        by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)
         for job, positions in by_job.items():

@@ -221,6 +221,10 @@ class TieredCache(Generic[V]):
         ]
         self._memory = memory
 
+    @property
+    def memory(self) -> MemoryCache[V] | None:
+        return self._memory
+
     async def get_many(self, keys: Sequence[str]) -> list[V | None]:
         found: list[V | None] = [None] * len(keys)
         missing = list(range(len(keys)))

@@ -1,19 +1,23 @@
-"""`rerankd serve | rerank | export | models`."""
+"""`rerankd serve | rerank | export | models | eval | finetune`, and the registry's commands
+(registry/cli.py)."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import signal
-import sys
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 from pydantic import ValidationError
 
 from rerankd.config import Settings
+from rerankd.registry.cli import add_commands as add_registry_commands
+
+if TYPE_CHECKING:
+    from rerankd.ranking import RankedDocument
 
 app = typer.Typer(
     help="rerankd: a reranking server for cross-encoders.",
@@ -93,7 +97,22 @@ BackendOption = Annotated[str, typer.Option(help="torch or onnx.")]
 def rerank(
     query: Annotated[str, typer.Argument(help="The query.")],
     documents: Annotated[list[str] | None, typer.Argument(help="Documents to rank.")] = None,
-    model: ModelOption = "builtin",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Hub id, local directory, or 'builtin' (default); with --endpoint, a served "
+            "model name (default: the server's first).",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="Rank on the rerankd server at this URL instead of loading the model."),
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="RERANKD_API_KEY", help="API key for --endpoint.")
+    ] = None,
     file: Annotated[
         Path | None, typer.Option(help='JSONL: one {"text": ...} or string per line.')
     ] = None,
@@ -113,6 +132,7 @@ def rerank(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Rank documents for a query and print a table."""
+    import httpx
     from rich.console import Console
     from rich.table import Table
 
@@ -123,11 +143,21 @@ def rerank(
     if file is not None:
         texts += _read_jsonl(file)
     try:
-        reranker = Reranker(
-            model, backend=backend, dtype=dtype, max_length=max_length, family=family
-        )
-        results = reranker.rerank(query, texts, top_n=top_n, raw=raw, instruction=instruction)
-    except (RerankError, ValueError) as exc:
+        if endpoint:
+            served, results = _rerank_remote(
+                endpoint, api_key, model, query, texts, top_n, raw, instruction
+            )
+        else:
+            reranker = Reranker(
+                model or "builtin",
+                backend=backend,
+                dtype=dtype,
+                max_length=max_length,
+                family=family,
+            )
+            served = reranker.model
+            results = reranker.rerank(query, texts, top_n=top_n, raw=raw, instruction=instruction)
+    except (RerankError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"rerankd: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
@@ -138,7 +168,7 @@ def rerank(
             )
         )
         return
-    table = Table(title=f"{reranker.model}: {query}")
+    table = Table(title=f"{served}: {query}")
     table.add_column("rank", justify="right")
     table.add_column("index", justify="right")
     table.add_column("score", justify="right")
@@ -150,6 +180,25 @@ def rerank(
     Console().print(table)
 
 
+def _rerank_remote(
+    endpoint: str,
+    api_key: str | None,
+    model: str | None,
+    query: str,
+    texts: list[str],
+    top_n: int | None,
+    raw: bool,
+    instruction: str | None,
+) -> tuple[str, list[RankedDocument]]:
+    """`rerank --endpoint`: the same ranking from a running server, through `rerankd.Client`."""
+    from rerankd.client import Client
+
+    options = {"instruction": instruction} if instruction else {}
+    with Client(endpoint, api_key=api_key) as client:
+        response = client.rerank(query, texts, model=model, top_n=top_n, raw_scores=raw, **options)
+    return response.model, response.results
+
+
 @app.command()
 def export(
     model: ModelOption = "builtin",
@@ -159,16 +208,19 @@ def export(
     cache_dir: Annotated[
         Path | None, typer.Option(help="ONNX cache (default ~/.cache/rerankd).")
     ] = None,
+    force_int8: Annotated[
+        bool, typer.Option("--force-int8", help="Keep int8 even if its accuracy probe fails.")
+    ] = False,
 ) -> None:
     """Build the ONNX cache for a model ahead of a deployment."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from rerankd.engine import EngineOptions
     from rerankd.engine.onnx_backend import ensure_exported
+    from rerankd.engine.options import default_cache_dir
     from rerankd.errors import RerankError
     from rerankd.models import ModelSpec, resolve
 
-    extra = {"cache_dir": cache_dir} if cache_dir else {}
     steps = ["resolving the model", "exporting to ONNX"] + (["quantizing to int8"] if int8 else [])
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=False
@@ -177,7 +229,12 @@ def export(
         try:
             resolved = resolve(ModelSpec.parse(model))
             progress.update(task, advance=1, description=steps[1])
-            options = EngineOptions(backend="onnx", dtype="int8" if int8 else "float32", **extra)
+            options = EngineOptions(
+                backend="onnx",
+                dtype="int8" if int8 else "float32",
+                cache_dir=cache_dir or default_cache_dir(),
+                force_int8=force_int8,
+            )
 
             def step(message: str) -> None:
                 progress.update(task, description=message)
@@ -189,6 +246,13 @@ def export(
             typer.echo(f"rerankd: {exc}", err=True)
             raise typer.Exit(2) from None
         progress.update(task, completed=len(steps), description="done")
+    if int8:
+        from rerankd.engine.onnx_backend import cache_entry
+        from rerankd.engine.quantize import read_record
+
+        record = read_record(cache_entry(resolved, options))
+        if record is not None:
+            typer.echo(record.summary(), err=not record.serves_int8)
     typer.echo(str(path))
 
 
@@ -228,6 +292,9 @@ def models(
         )
 
 
+add_registry_commands(app)
+
+
 def _read_jsonl(path: Path) -> list[str]:
     texts = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -245,10 +312,20 @@ def _read_jsonl(path: Path) -> list[str]:
     return texts
 
 
+# eval / finetune: their own modules, registered here -------------------------------------------
+
+from rerankd.evaluation.cli import eval_command  # noqa: E402
+from rerankd.finetune.cli import finetune_command  # noqa: E402
+
+app.command("eval")(eval_command)
+app.command("finetune")(finetune_command)
+
+
 def main() -> None:
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     app()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

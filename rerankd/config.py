@@ -19,6 +19,11 @@ from rerankd.images import ImagePolicy
 CommaList = Annotated[list[str], NoDecode]
 
 
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "rerankd"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANKD_", extra="forbid", frozen=True)
 
@@ -32,6 +37,10 @@ class Settings(BaseSettings):
     )
     dtype: str = Field(
         "float32", description="float32; float16/bfloat16 on CUDA; int8 with --backend onnx."
+    )
+    force_int8: bool = Field(
+        False,
+        description="Serve int8 even when the export's accuracy probe against fp32 refuses it.",
     )
     device: str = Field(
         "cpu", description="cpu, cuda, cuda:N, or a list cuda:0,cuda:1 for one replica per device."
@@ -59,6 +68,18 @@ class Settings(BaseSettings):
         default_factory=default_cache_dir, description="Where ONNX exports are cached."
     )
 
+    # Model registry
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where persisted model registrations are kept (registrations.json).",
+    )
+    registrations_file: Path | None = Field(
+        None, description="Read-only registrations (a JSON list), e.g. a mounted ConfigMap."
+    )
+    cpu_cores: int | None = Field(
+        None, ge=1, description="CPU cores that models launched side by side share (default: all)."
+    )
+
     # Server
     host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in containers).")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
@@ -67,6 +88,22 @@ class Settings(BaseSettings):
     )
     drain_seconds: float = Field(
         30.0, ge=0, description="After SIGTERM, how long in-flight requests may take to finish."
+    )
+    header_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers (a connection that sends nothing is closed after it).",
+    )
+    body_timeout: float = Field(
+        15.0, gt=0, description="Seconds a client has to send a request's whole body (408 after)."
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="Seconds an idle keep-alive connection stays open."
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections (plus running requests) above which new requests get 503 (default: no limit).",
     )
 
     # Batching and backpressure
@@ -97,7 +134,9 @@ class Settings(BaseSettings):
         "truncate", description="Default for documents longer than the model allows."
     )
     max_chunks_per_doc: int = Field(
-        16, ge=1, description="Chunks per document with the chunk strategy."
+        16,
+        ge=1,
+        description="Chunks per document with the chunk strategy; a request may ask for fewer, never more.",
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
 
@@ -145,6 +184,13 @@ class Settings(BaseSettings):
     )
     jwt_audience: str | None = Field(None, description="Required JWT audience.")
     jwt_issuer: str | None = Field(None, description="Required JWT issuer.")
+    admin_keys: CommaList = Field(
+        default_factory=list,
+        description="Keys that may change the model registry (register, launch, terminate).",
+    )
+    jwt_admin_scope: str = Field(
+        "rerankd:admin", description="JWT scope that may change the model registry."
+    )
     auth_ops: bool = Field(
         False, description="Require credentials on /health, /metrics and /info too."
     )
@@ -155,7 +201,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (off when empty)."
     )
 
-    @field_validator("model", "api_keys", "cors_origins", "image_url_hosts", mode="before")
+    @field_validator(
+        "model", "api_keys", "admin_keys", "cors_origins", "image_url_hosts", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         items = [value] if isinstance(value, str) else value
@@ -201,6 +249,11 @@ class Settings(BaseSettings):
             timeout=self.image_url_timeout,
         )
 
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether any credential can change the registry (admin keys, or JWTs with the scope)."""
+        return bool(self.admin_keys or self.jwt_secret or self.jwt_public_key_file)
+
     def engine_options(self, device: str) -> EngineOptions:
         threads = self.threads
         if threads is None and device == "cpu" and self.replicas > 1:
@@ -213,4 +266,5 @@ class Settings(BaseSettings):
             threads=threads,
             max_length=self.max_length,
             cache_dir=self.cache_dir,
+            force_int8=self.force_int8,
         )

@@ -34,7 +34,7 @@ class TextDocument:
 
     @property
     def digest(self) -> str:
-        return content_hash("text", self.text.encode("utf-8", "surrogatepass"))
+        return content_hash("text", self.text.encode("utf-8"))
 
     def render(self) -> Rendered:
         return self.text
@@ -91,6 +91,19 @@ def as_document(value: object, where: str) -> Document:
     if isinstance(document, ImageRef) and not document.source.strip():
         raise InvalidInput(f"{where} is an empty image")
     return document
+
+
+def _check_encodable(text: str, name: str) -> None:
+    """JSON can carry lone surrogates (`"\\ud800"`); no tokenizer or cache key can take them."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"{name} is not valid Unicode: a lone surrogate (U+{ord(text[exc.start]):04X}) "
+            f"at character {exc.start}"
+        ) from None
 
 
 def check_documents(query: object, documents: object) -> tuple[Document, list[Document]]:

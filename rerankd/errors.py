@@ -6,16 +6,24 @@
     ├── ModelNotFound     unknown served model, or weights that cannot be resolved (HTTP 404)
     ├── UnsupportedModel  files found, but no model family can serve them (HTTP 400)
     ├── Unauthorized      missing or wrong credentials (HTTP 401)
+    ├── Forbidden         valid credentials without the right (an admin change) (HTTP 403)
+    ├── Conflict          a registry change that clashes with what exists (HTTP 409)
+    ├── LoadFailed        a launched model could not be loaded; the reason is shown (HTTP 400)
+    ├── BodyTimeout       the client sent its body too slowly (HTTP 408)
     ├── RateLimited       per-client rate limit hit (HTTP 429)
     ├── Overloaded        the queue is full (HTTP 429)
     ├── NotReady          models still loading, or the server is draining (HTTP 503)
-    ├── RequestTimeout    the request waited longer than its deadline (HTTP 503)
-    └── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+    ├── RequestTimeout    the request took longer than its deadline (HTTP 504)
+    ├── BackendFailed     the model backend failed; the text is never shown to clients (HTTP 500)
+    └── InternalError     anything unexpected; its text is never shown to clients (HTTP 500)
 
 `InvalidInput` is also a `ValueError`, so in-process callers can catch the usual type.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class RerankError(Exception):
@@ -57,6 +65,28 @@ class Unauthorized(RerankError):
     type = "authentication_error"
 
 
+class Forbidden(RerankError):
+    status = 403
+    type = "permission_error"
+
+
+class Conflict(RerankError):
+    status = 409
+    type = "conflict_error"
+
+
+class LoadFailed(RerankError):
+    """A launch whose load failed. Its text is the reason, written for the operator."""
+
+    status = 400
+    type = "model_load_failed"
+
+
+class BodyTimeout(RerankError):
+    status = 408
+    type = "request_timeout"
+
+
 class RateLimited(RerankError):
     status = 429
     type = "rate_limit_error"
@@ -77,7 +107,7 @@ class NotReady(RerankError):
 
 
 class RequestTimeout(RerankError):
-    status = 503
+    status = 504
     type = "timeout_error"
     retry_after = 1.0
 
@@ -85,3 +115,18 @@ class RequestTimeout(RerankError):
 class BackendFailed(RerankError):
     status = 500
     type = "backend_error"
+
+
+class InternalError(RerankError):
+    status = 500
+    type = "internal_error"
+
+
+def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Pydantic's error list as one readable sentence per problem."""
+    parts = []
+    for error in errors[:10]:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+    return "; ".join(parts) + more

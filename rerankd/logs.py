@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn adds a `color_message` copy of its messages with terminal colours: not for JSON.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,7 +23,8 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _ANSI.sub("", record.getMessage()),
+            "pid": record.process,  # tells apart the workers of one gunicorn or uvicorn
         }
         entry.update(
             {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -13,6 +23,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_* (resident memory, open file descriptors, CPU seconds) and python_info.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.ready = Gauge(
+            "rerankd_ready",
+            "1 when every model is loaded and the server is not draining.",
+            registry=r,
+        )
+        self.draining = Gauge("rerankd_draining", "1 after SIGTERM, while draining.", registry=r)
         self.requests = Counter(
             "rerankd_requests",
             "HTTP requests by route and status.",
@@ -73,12 +92,22 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.queue_wait = Histogram(
+            "rerankd_queue_wait_seconds",
+            "Time a request waited in the queue before its first batch started.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inference = Histogram(
             "rerankd_batch_inference_seconds",
             "Model time per batch.",
             ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
+        )
+        self.cache_entries = Gauge(
+            "rerankd_cache_entries", "Scores held by the in-memory cache.", registry=r
         )
         self.cache_hits = Counter(
             "rerankd_cache_hits",
@@ -104,9 +133,54 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.model_loads = Counter(
+            "rerankd_model_loads", "Model loads started, by registration.", ["model"], registry=r
+        )
+        self.model_load_failures = Counter(
+            "rerankd_model_load_failures", "Model loads that failed.", ["model"], registry=r
+        )
+        self.model_state = Gauge(
+            "rerankd_model_state",
+            "1 for the state each launched model is in (loading, ready, draining, failed).",
+            ["model", "state"],
+            registry=r,
+        )
         self.rejected = Counter(
             "rerankd_rejected_requests", "Requests refused before scoring.", ["reason"], registry=r
         )
+        self.connections_closed = Counter(
+            "rerankd_connections_closed",
+            "Connections the server closed on a slow or silent client.",
+            ["reason"],
+            registry=r,
+        )
+
+    def track_state(self, ready: Callable[[], bool], draining: Callable[[], bool]) -> None:
+        """Read the ready and draining gauges from their sources at each scrape."""
+        self.ready.set_function(lambda: float(ready() and not draining()))
+        self.draining.set_function(lambda: float(draining()))
+
+    def remove_model(self, model: str) -> None:
+        """Forget a terminated model's label sets, so its series end instead of going stale."""
+        for metric in (
+            self.pairs,
+            self.tokens,
+            self.load_seconds,
+            self.queue_pairs,
+            self.queue_tokens,
+            self.batch_size,
+            self.batch_requests,
+            self.batch_padded,
+            self.real_total,
+            self.inference,
+        ):
+            metric.remove(model)
+        for state in ("loading", "ready", "draining", "failed"):
+            self.model_state.remove(model, state)
+
+    def remove_registration(self, name: str) -> None:
+        self.model_loads.remove(name)
+        self.model_load_failures.remove(name)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -142,3 +216,6 @@ class BatchMetrics:
 
     def rejected(self, reason: str) -> None:
         self._m.rejected.labels(reason).inc()
+
+    def queue_wait(self, seconds: float) -> None:
+        self._m.queue_wait.labels(self._model).observe(seconds)

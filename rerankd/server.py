@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -16,6 +18,8 @@ from rerankd import logs
 from rerankd.api import create_app
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.config import Settings
+from rerankd.connections import guarded_protocol
+from rerankd.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ class DrainingServer(uvicorn.Server):
         self.exit_code = 0
         self._draining = False
 
-    def handle_exit(self, sig: int, frame: object) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app = self.config.loaded_app
         if self._draining or app is None:
             super().handle_exit(sig, frame)
@@ -57,9 +61,15 @@ def _unwrap(app: Any) -> Any:
 
 
 def run(settings: Settings) -> int:
+    # The CLI restores SIGPIPE's default so that `rerankd rerank | head` exits quietly; a server
+    # must ignore it, or the first client that resets its connection mid-response kills it.
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     logs.configure(settings.log_level)
     holder: dict[str, DrainingServer] = {}
     app = create_app(settings, on_fatal=lambda exc: holder["server"].fatal(exc))
+    metrics: Metrics = app.state.service.metrics
+    closed = metrics.connections_closed.labels("header_timeout")
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -68,6 +78,10 @@ def run(settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) + 1,
         lifespan="on",
+        # Slow and silent clients: see rerankd.connections (headers) and the request guard (body).
+        http=guarded_protocol(settings.header_timeout, closed.inc),
+        timeout_keep_alive=settings.keep_alive_timeout,
+        limit_concurrency=settings.max_connections,
     )
     server = DrainingServer(config, settings.drain_seconds)
     holder["server"] = server

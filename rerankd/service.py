@@ -1,6 +1,6 @@
 """`RerankService`: the one object every API dialect calls.
 
-It owns the served models (engines and their batchers) and the score cache, and turns a
+It owns the model registry (engines and their batchers) and the score cache, and turns a
 `RerankRequest` into a `RerankResult`: check limits, dedupe documents, read the cache,
 tokenize off the event loop, queue the sequences, combine chunk scores, write the cache, rank.
 """
@@ -9,35 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankd.batching import DynamicBatcher
+from rerankd.admission import estimate_tokens
 from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
 from rerankd.config import Settings
-from rerankd.documents import (
-    Document,
-    Loaded,
-    Modalities,
-    TextDocument,
-    check_documents,
-    check_modalities,
-)
+from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
 from rerankd.embeddings import Combine, EmbeddingScorer
-from rerankd.engine import Engine, LongDocPolicy, load_engine
-from rerankd.errors import ModelNotFound, NotReady, PayloadTooLarge, RequestTimeout
+from rerankd.engine import Engine, LongDocPolicy
+from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
-from rerankd.models import ModelSpec, resolve
 from rerankd.ranking import RankedDocument, check_top_n, rank
+from rerankd.registry import ModelHandle, ModelRegistry
+from rerankd.scripts import script_notice
 
 logger = logging.getLogger(__name__)
-
-# What clients send when the user named no model: infinity-client's default, and empty.
-_DEFAULT_MODEL_NAMES = frozenset({"", "default/not-specified"})
 
 
 @dataclass
@@ -56,6 +46,7 @@ class RerankRequest:
     truncation_direction: str = "right"
     allow_truncation: bool = True
     instruction: str | None = None  # None: the model's default (families that take one)
+    priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
 @dataclass
@@ -65,28 +56,14 @@ class RerankResult:
     documents: int
     tokens: int  # tokens run through the model for this request (cache hits cost none)
     cached: int  # documents answered from the cache
-
-
-@dataclass
-class ServedModel:
-    """One model as the server runs it: its replicas behind one batcher."""
-
-    name: str
-    engines: list[Engine]
-    batcher: DynamicBatcher
-    load_seconds: float
-    identity: tuple = field(default=())
-
-    @property
-    def engine(self) -> Engine:
-        return self.engines[0]
+    warnings: list[str] = field(default_factory=list)  # sent as `Warning` headers
 
 
 class RerankService:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.models: dict[str, ServedModel] = {}
+        self.registry = ModelRegistry(settings, self.metrics)
         self.cache: ScoreCache | None = None
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
@@ -95,85 +72,55 @@ class RerankService:
     # Lifecycle -------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load every model (slow: runs in a thread at start-up), then start the batchers."""
-        devices = self.settings.devices
-        for text in self.settings.model:
-            spec = ModelSpec.parse(
-                text, family=self.settings.family, instruction=self.settings.instruction
-            )
-            if spec.name in self.models:
-                raise ValueError(
-                    f"two models are served as {spec.name!r}; give one a name with SPEC=NAME"
-                )
-            started = time.perf_counter()
-            resolved = resolve(spec)
-            engines = [
-                load_engine(resolved, self.settings.engine_options(device))
-                for device in devices
-                for _ in range(self.settings.replicas)
-            ]
-            seconds = time.perf_counter() - started
-            self.metrics.load_seconds.labels(spec.name).set(seconds)
-            batcher = DynamicBatcher(
-                [engine.run for engine in engines],
-                max_batch_tokens=self.settings.batch_tokens,
-                max_batch_size=self.settings.max_batch_size,
-                max_queue_tokens=self.settings.max_queue_tokens,
-                max_wait_ms=self.settings.batch_wait_ms,
-                observer=self.metrics.batch_observer(spec.name),
-                name=spec.name,
-            )
-            identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
-            self.models[spec.name] = ServedModel(spec.name, engines, batcher, seconds, identity)
-            logger.info(
-                "serving %s (%s) as %r", resolved.source, engines[0].backend.description, spec.name
-            )
-        for served in self.models.values():
-            served.batcher.start()
+        """Read the registrations and load the start-up models (slow: runs in a thread)."""
+        self.registry.start()
         self.cache = self._make_cache()
-        self.embedder.cache = self._make_embedding_cache()
+        s = self.settings
+        self.embedder.cache = tiered(
+            EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+        )
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
-        for served in self.models.values():
-            await asyncio.to_thread(served.batcher.stop)
-        for cache in (self.cache, self.embedder.cache):
+        await self.registry.close()
+        caches: list[ScoreCache | EmbeddingCache | None] = [self.cache, self.embedder.cache]
+        for cache in caches:
             if cache is not None:
                 await cache.close()
         await self.images.close()
 
     def _make_cache(self) -> ScoreCache | None:
         s = self.settings
-        return tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
-
-    def _make_embedding_cache(self) -> EmbeddingCache | None:
-        s = self.settings
-        if not any(_embeds(served.engine) for served in self.models.values()):
-            return None
-        return tiered(
-            EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
-        )
+        cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
+        memory = cache.memory if cache is not None else None
+        if memory is not None:
+            self.metrics.cache_entries.set_function(lambda: len(memory))
+        return cache
 
     # Requests --------------------------------------------------------------------------
 
-    def model(self, name: str | None) -> ServedModel:
+    def model(self, name: str | None) -> ModelHandle:
+        """The ready model a request naming `name` would use (looked up, not held)."""
         if not self.ready:
             raise NotReady("models are still loading")
-        if name is None or name in _DEFAULT_MODEL_NAMES:
-            return next(iter(self.models.values()))
-        served = self.models.get(name)
-        if served is None:
-            # Clients often send the hub id; accept it when it is what a served model came from.
-            served = next((m for m in self.models.values() if m.engine.model.source == name), None)
-        if served is None:
-            names = ", ".join(repr(n) for n in self.models)
-            raise ModelNotFound(f"model {name!r} is not served here; served models: {names}")
-        return served
+        with self.registry.lease(name) as handle:
+            return handle
 
     async def rerank(self, request: RerankRequest) -> RerankResult:
+        if not self.ready:
+            raise NotReady("models are still loading")
+        # The lease keeps the model from being freed until this request is done with it.
+        with self.registry.lease(request.model) as served:
+            return await self._rerank_within_deadline(request, served)
+
+    async def _rerank_within_deadline(
+        self, request: RerankRequest, served: ModelHandle
+    ) -> RerankResult:
         try:
-            return await asyncio.wait_for(self._rerank(request), self.settings.request_timeout)
+            return await asyncio.wait_for(
+                self._rerank(request, served), self.settings.request_timeout
+            )
         except TimeoutError:  # asyncio.wait_for raises the builtin since 3.11
             self.metrics.rejected.labels("timeout").inc()
             raise RequestTimeout(
@@ -184,11 +131,10 @@ class RerankService:
         """Several queries at once: their sequences share batches."""
         return list(await asyncio.gather(*(self.rerank(r) for r in requests)))
 
-    async def _rerank(self, request: RerankRequest) -> RerankResult:
-        served = self.model(request.model)
+    async def _rerank(self, request: RerankRequest, served: ModelHandle) -> RerankResult:
         query, documents = check_documents(request.query, request.documents)
         self._check_limits(query, documents)
-        check_modalities(served.name, _modalities(served.engine), query, documents)
+        check_modalities(served.name, served.engine.family.modalities, query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
         instruction = served.engine.instruction_for(request.instruction)
@@ -205,7 +151,7 @@ class RerankService:
         for index, document in enumerate(loaded):
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
-        if _embeds(served.engine):
+        if served.engine.family.embeds:
             engine = served.engine
             embedded = await self.embedder.score(
                 model=served.name,
@@ -214,33 +160,37 @@ class RerankService:
                 query=loaded_query,
                 documents=firsts,
                 plan=lambda q, docs: engine.plan(q, docs, policy, instruction),
-                submit=served.batcher.submit,
+                submit=lambda items: served.batcher.submit(items, request.priority),
                 combine=_combine_rows(engine),
             )
             raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
         else:
             raw, tokens, cached = await self._scores(
-                served, loaded_query, firsts, inputs, policy, instruction
+                served, loaded_query, firsts, inputs, policy, request
             )
 
         per_document = raw[[unique[d.digest] for d in loaded]]
         final = per_document if request.raw_scores else served.engine.normalize(per_document)
+        texts = [d.text for d in documents if isinstance(d, TextDocument)]
+        query_text = query.text if isinstance(query, TextDocument) else ""
+        notice = script_notice(served.name, served.engine.model.source, query_text, texts)
         return RerankResult(
             model=served.name,
             results=rank(final, documents, top_n),
             documents=len(documents),
             tokens=tokens,
             cached=cached,
+            warnings=[notice] if notice else [],
         )
 
     async def _scores(
         self,
-        served: ServedModel,
+        served: ModelHandle,
         query: Loaded,
         firsts: list[tuple[int, Loaded]],
-        inputs: tuple,
+        inputs: tuple[object, ...],
         policy: LongDocPolicy,
-        instruction: str | None,
+        request: RerankRequest,
     ) -> tuple[np.ndarray, int, int]:
         """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
         raw = np.empty(len(firsts), dtype=np.float64)
@@ -252,11 +202,20 @@ class RerankService:
                 raw[i] = value
         tokens = 0
         if missing:
+            engine = served.engine
+            chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
+            served.batcher.admit(
+                estimate_tokens(
+                    _chars(query),
+                    (_chars(firsts[i][1]) for i in missing),
+                    engine.max_length,
+                    chunks,
+                )
+            )  # refuse an overloaded request before paying for its tokenization
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
-            plan = await asyncio.to_thread(
-                served.engine.plan, todo[0], todo[1:], policy, instruction
-            )
-            outputs = await served.batcher.submit(plan.sequences)
+            instruction = engine.instruction_for(request.instruction)
+            plan = await asyncio.to_thread(engine.plan, todo[0], todo[1:], policy, instruction)
+            outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens
@@ -290,7 +249,10 @@ class RerankService:
         return LongDocPolicy(
             strategy=request.strategy or s.long_document_strategy,  # type: ignore[arg-type]
             max_tokens_per_doc=request.max_tokens_per_doc,
-            max_chunks_per_doc=request.max_chunks_per_doc or s.max_chunks_per_doc,
+            # A client may ask for fewer chunks than the server allows, never more.
+            max_chunks_per_doc=min(
+                request.max_chunks_per_doc or s.max_chunks_per_doc, s.max_chunks_per_doc
+            ),
             overlap=s.chunk_overlap,
             direction=request.truncation_direction,  # type: ignore[arg-type]
             allow_truncation=request.allow_truncation,
@@ -298,13 +260,9 @@ class RerankService:
 
     def describe(self) -> list[dict[str, object]]:
         return [
-            {
-                **served.engine.describe(),
-                "name": name,
-                "replicas": len(served.engines),
-                "load_seconds": round(served.load_seconds, 3),
-            }
-            for name, served in self.models.items()
+            {**handle.engine.describe(), **handle.describe(), "name": handle.uid}
+            for handle in self.registry.handles()
+            if handle.engines
         ]
 
 
@@ -313,12 +271,9 @@ def _loggable(document: Document) -> object:
     return document.text if isinstance(document, TextDocument) else "<image>"
 
 
-def _modalities(engine: Engine) -> Modalities:
-    return engine.family.modalities
-
-
-def _embeds(engine: Engine) -> bool:
-    return engine.family.embeds
+def _chars(document: Loaded) -> int:
+    """Characters for the admission estimate; an image's cost is counted when it is queued."""
+    return len(document.text) if isinstance(document, TextDocument) else 0
 
 
 def _combine_rows(engine: Engine) -> Combine:

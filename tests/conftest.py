@@ -12,6 +12,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # ONNX exports of the test models go to a fresh cache, never the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-cache-")
+# Registrations persisted by servers without --data-dir go to a fresh directory too.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-data-")
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,33 @@ def bert_model(model_root: Path) -> Path:
 @pytest.fixture(params=["xlmr", "bert"])
 def cross_encoder(request: pytest.FixtureRequest, xlmr_model: Path, bert_model: Path) -> Path:
     return xlmr_model if request.param == "xlmr" else bert_model
+
+
+# Decoder rerankers and ModernBERT (tests/test_families*.py). Causal LMs are recognised as
+# rerankers by name, so the directory names say "reranker".
+@pytest.fixture(scope="session")
+def qwen3_reranker(model_root: Path) -> Path:
+    from rerankd.devtools.synthetic_llm import build_qwen3_reranker
+
+    return build_qwen3_reranker(model_root / "tiny-qwen3-reranker")
+
+
+@pytest.fixture(scope="session")
+def gemma_reranker(model_root: Path) -> Path:
+    from rerankd.devtools.synthetic_llm import build_gemma_reranker
+
+    return build_gemma_reranker(model_root / "tiny-bge-reranker-v2-gemma")
+
+
+@pytest.fixture(scope="session")
+def qwen3_seq_cls(model_root: Path) -> Path:
+    from rerankd.devtools.synthetic_llm import build_qwen3_seq_cls
+
+    return build_qwen3_seq_cls(model_root / "tiny-qwen3-reranker-seq-cls")
+
+
+@pytest.fixture(scope="session")
+def modernbert_model(model_root: Path) -> Path:
+    from rerankd.devtools.synthetic_llm import build_modernbert_cross_encoder
+
+    return build_modernbert_cross_encoder(model_root / "tiny-modernbert")

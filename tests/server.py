@@ -15,6 +15,15 @@ from pathlib import Path
 import httpx
 
 
+def metric(text: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of one metric in Prometheus text (optionally filtered by a label substring)."""
+    total = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,11 +57,12 @@ def run_server(
     log_dir: Path,
     ready_timeout: float = 120.0,
     wait_ready: bool = True,
+    module: str = "rerankd",
 ) -> Iterator[ServerProcess]:
-    """`rerankd serve ARGS --port <free>`; waits until /health answers 200."""
+    """`python -m MODULE serve ARGS --port <free>`; waits until /health answers 200."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
-    command = [sys.executable, "-m", "rerankd", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     with log.open("wb") as sink:
         process = subprocess.Popen(

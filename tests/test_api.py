@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess, run_server
+from tests.server import ServerProcess, metric, run_server
 from tests.texts import mixed_pairs
 
 DOCUMENTS = [d for _, d in mixed_pairs(12, seed=11, max_words=60)]
@@ -134,8 +135,12 @@ def test_tei_options(client: httpx.Client) -> None:
         "/rerank",
         json={"query": QUERY, "texts": DOCUMENTS[:3], "raw_scores": True, "return_text": True},
     ).json()
-    assert (
-        all("text" in r for r in raw) and any(r["score"] < 0 or r["score"] > 1 for r in raw) or raw
+    assert len(raw) == 3 and all(r["text"] == DOCUMENTS[r["index"]] for r in raw)
+    normalized = client.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS[:3]}).json()
+    expected = {r["index"]: r["score"] for r in normalized}
+    # raw_scores gives the logit: its sigmoid is the normal score (no test on the logit's range).
+    assert {r["index"]: 1 / (1 + math.exp(-r["score"])) for r in raw} == pytest.approx(
+        expected, abs=1e-9
     )
     long_text = "word " * 1000
     refused = client.post("/rerank", json={"query": QUERY, "texts": [long_text], "truncate": False})
@@ -162,8 +167,6 @@ def test_top_n_return_documents_and_raw_scores(client: httpx.Client) -> None:
         "/rerank", json={"query": QUERY, "documents": DOCUMENTS, "raw_scores": True}
     ).json()["results"]
     scores = native_scores(client)
-    import math
-
     assert all(abs(1 / (1 + math.exp(-r["score"])) - scores[r["index"]]) < 1e-9 for r in raw)
     cohere = client.post(
         "/v1/rerank", json={"query": QUERY, "documents": DOCUMENTS[:2], "top_n": 10}
@@ -192,10 +195,22 @@ def test_several_models_chosen_by_name(client: httpx.Client) -> None:
 
 def test_identical_documents_are_scored_once(client: httpx.Client) -> None:
     documents = ["a unique repeated passage 1", "a unique repeated passage 1", "another one 2"]
+    before = client.get("/metrics").text
     data = client.post("/rerank", json={"query": "dedupe check", "documents": documents}).json()
+    after = client.get("/metrics").text
     scores = {r["index"]: r["score"] for r in data["results"]}
     assert scores[0] == scores[1]
-    assert data["usage"]["pairs"] == 3
+    assert data["usage"]["pairs"] == 3 and data["usage"]["cached"] == 0
+    # What the model ran: two pairs, not three, and exactly the tokens the response reports.
+    ran = metric(after, "rerankd_pairs_scored_total", 'model="tiny-bert"')
+    assert ran - metric(before, "rerankd_pairs_scored_total", 'model="tiny-bert"') == 2
+    tokens = metric(after, "rerankd_tokens_scored_total", 'model="tiny-bert"')
+    run_tokens = tokens - metric(before, "rerankd_tokens_scored_total", 'model="tiny-bert"')
+    assert run_tokens == data["usage"]["tokens"]
+    single = client.post(
+        "/rerank", json={"query": "dedupe check", "documents": ["a unique repeated passage 1"]}
+    ).json()
+    assert single["usage"]["cached"] == 1  # the repeated passage's score is cached once
 
 
 def test_ops_routes(client: httpx.Client) -> None:
@@ -304,5 +319,5 @@ def test_limits_give_413(client: httpx.Client) -> None:
 def test_cohere_dialect_bad_input(client: httpx.Client) -> None:
     response = client.post("/v2/rerank", json={"query": "q", "documents": [{"title": "no text"}]})
     assert response.status_code == 422 and "text" in response.json()["error"]["message"]
-    response = client.post("/v1/rerank", json={"query": "q", "documents": ["d"], "top_n": 0})
-    assert response.status_code == 400
+    response = client.post("/v1/rerank", json={"query": "q", "documents": ["d"], "top_n": -1})
+    assert response.status_code == 422 and "top_n" in response.json()["error"]["message"]

@@ -80,9 +80,10 @@ def test_export_builds_the_onnx_cache(bert_model: Path, tmp_path: Path) -> None:
     result = rerankd("export", "--model", str(bert_model), "--int8", "--cache-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.strip().splitlines()[-1])
-    assert (
-        path.name == "model.int8.onnx" and path.is_file() and (path.parent / "model.onnx").is_file()
-    )
+    assert "probe Spearman" in result.stdout + result.stderr  # the int8 check's figures
+    # int8 for this CPU class, or fp32 where the accuracy probe refused int8 (tests/test_quantize)
+    assert path.name.startswith(("model.int8-", "model.onnx")) and path.is_file()
+    assert (path.parent / "model.onnx").is_file()
     assert path.is_relative_to(tmp_path)
 
 

@@ -92,7 +92,7 @@ def test_builtin_model_ranks_relevant_passages_first() -> None:
     import json
 
     reranker = Reranker("builtin")
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev_eval.jsonl"
+    data = Path(__file__).resolve().parent / "data" / "dev_eval.jsonl"
     reciprocal_ranks = []
     for line in data.read_text().splitlines():
         example = json.loads(line)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import redis
 
-from tests.server import free_port, run_server
-from tests.test_serving import metric, rag_request
+from tests.server import free_port, metric, run_server
+from tests.test_serving import rag_request
 
 
 class RedisServer:

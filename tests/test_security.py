@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +120,16 @@ def test_jwt(server: ServerProcess, rsa_key) -> None:
     assert bad_signature.status_code == 401
     wrong_issuer = post(server, {"Authorization": f"Bearer {token({'iss': 'https://evil.test'})}"})
     assert wrong_issuer.status_code == 401
+
+
+def test_jwt_without_a_usable_algorithm_is_a_401(server: ServerProcess) -> None:
+    """The header is the client's: a missing, null or non-string "alg" is refused cleanly."""
+    _, claims, signature = token({}).split(".")
+    for header in ({"typ": "JWT"}, {"alg": None, "typ": "JWT"}, {"alg": ["HS256"]}, {"alg": 7}):
+        raw = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+        response = post(server, {"Authorization": f"Bearer {raw}.{claims}.{signature}"})
+        assert response.status_code == 401, (header, response.text)
+        assert "algorithm" in response.json()["error"]["message"]
 
 
 def test_rate_limit_gives_429_with_retry_after(server: ServerProcess) -> None:

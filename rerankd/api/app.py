@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rerankd
-from rerankd.api import cohere, errors, native, ops
+from rerankd.api import cohere, errors, mixedbread, models, native, ops, playground, vllm
 from rerankd.api.body import BODY_MODELS
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.middleware import RequestGuard
@@ -48,16 +49,21 @@ def create_app(
     app = FastAPI(
         title="rerankd",
         version=rerankd.__version__,
-        summary="Reranking server for cross-encoders: native, TEI, Cohere, Jina and Xinference APIs.",
+        summary="Reranking server: native, TEI, Cohere, Jina, Xinference, Voyage, Mixedbread and vLLM APIs.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.service = service
     app.state.lifecycle = Lifecycle()
+    service.metrics.track_state(lambda: service.ready, lambda: app.state.lifecycle.draining)
 
     app.include_router(native.router)
     app.include_router(cohere.router)
+    app.include_router(vllm.router)
+    app.include_router(mixedbread.router)
     app.include_router(ops.router)
+    app.include_router(models.router)
+    app.include_router(playground.router)
 
     app.add_exception_handler(RerankError, errors.rerank_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
@@ -69,7 +75,9 @@ def create_app(
         settings=settings,
         metrics=service.metrics,
         lifecycle=app.state.lifecycle,
-        authenticator=Authenticator(settings) if settings.auth_enabled else None,
+        authenticator=Authenticator(settings)
+        if settings.auth_enabled or settings.admin_keys
+        else None,
         rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
         if settings.rate_limit
         else None,
@@ -80,6 +88,7 @@ def create_app(
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["Warning", "X-Request-ID", "Retry-After"],
         )
     _document_bodies(app)
     return app
@@ -103,7 +112,7 @@ def _document_bodies(app: FastAPI) -> None:
     """Add the hand-parsed request bodies' schemas to the OpenAPI components."""
     build = app.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = build()

@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from rerankd.api.errors import describe_validation_error
-from rerankd.errors import InvalidInput, RerankError
+from rerankd.errors import InvalidInput, RerankError, describe_validation_error
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -62,7 +61,7 @@ def validate(model: type[Model], data: Any) -> Model:
 BODY_MODELS: list[type[BaseModel]] = []  # added to the OpenAPI components by the app
 
 
-def body_schema(*models: type[BaseModel]) -> dict:
+def body_schema(*models: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` documenting a JSON body that is one of `models`."""
     BODY_MODELS.extend(m for m in models if m not in BODY_MODELS)
     refs = [{"$ref": f"#/components/schemas/{m.__name__}"} for m in models]

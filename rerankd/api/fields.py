@@ -29,3 +29,14 @@ def instruction_field() -> Any:
         description="Task instruction for models that take one (Qwen3-Reranker, "
         "bge-reranker-v2-gemma); default: the model's. A model that takes none answers 400.",
     )
+
+
+Priority = Annotated[
+    StrictInt,
+    Field(
+        ge=-(2**31),
+        le=2**31 - 1,
+        description="Scheduling priority: lower runs earlier (as vLLM); default 0. Among equal "
+        "priorities, requests with fewer tokens left run first.",
+    ),
+]

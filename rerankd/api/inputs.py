@@ -11,7 +11,8 @@ Every dialect converts here, once; the service sees only `rerankd.documents` typ
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -87,7 +88,12 @@ def to_documents(values: list[DocumentInput] | MultiModal) -> list[Document]:
     return [to_document(value) for value in values]
 
 
-def count(values: list[DocumentInput] | MultiModal) -> int:
+def is_image(value: object) -> TypeGuard[dict[str, str]]:
+    """Jina's image document: an object whose only field is a string `image`."""
+    return isinstance(value, dict) and set(value) == {"image"} and isinstance(value["image"], str)
+
+
+def count(values: Sequence[object] | MultiModal) -> int:
     return len(values.content) if isinstance(values, MultiModal) else len(values)
 
 

@@ -13,21 +13,30 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rerankd.api.errors import error_body
 from rerankd.api.lifecycle import Lifecycle
-from rerankd.api.security import Authenticator, RateLimiter, credential
+from rerankd.api.playground import PLAYGROUND_PATHS
+from rerankd.api.security import Authenticator, Principal, RateLimiter, credential
 from rerankd.config import Settings
-from rerankd.errors import NotReady, PayloadTooLarge, RerankError
+from rerankd.errors import BodyTimeout, InternalError, NotReady, PayloadTooLarge, RerankError
 from rerankd.metrics import Metrics
 
 access_log = logging.getLogger("rerankd.access")
+logger = logging.getLogger(__name__)
+
+# Responses after which the connection must not be reused: the rest of the body was not read.
+_CLOSE_AFTER = frozenset({408, 413})
 
 OPS_PATHS = frozenset({"/health", "/metrics", "/info"})
-PUBLIC_PATHS = frozenset(
-    {"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"}
+PROBE_PATHS = frozenset({"/health", "/metrics"})
+PUBLIC_PATHS = (
+    frozenset({"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+    | PLAYGROUND_PATHS
 )
 
 
@@ -62,8 +71,16 @@ class RequestGuard:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [
+                    (b"x-request-id", request_id.encode()),
+                    *warning_headers(scope["state"].get("warnings", ())),
+                ]
+                if self.lifecycle.draining or message["status"] in _CLOSE_AFTER:
+                    # Draining, the server is about to close every connection; after a 408 or
+                    # 413 the unread body would be taken for the next request. Say so, so that
+                    # no client sends its next request on a connection that will be reset.
+                    extra.append((b"connection", b"close"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         is_ops = path in OPS_PATHS
@@ -74,7 +91,13 @@ class RequestGuard:
             await self._guard(scope, headers, path)
             await self._run_until_disconnect(scope, self._limit_body(receive), send_with_id)
         except RerankError as error:
-            await self._reject(send_with_id, error)
+            await self._reject(send_with_id, error, scope)
+        except Exception:
+            # Logged here once, with its request id; not re-raised, so that neither Starlette
+            # nor uvicorn logs the same traceback again.
+            logger.exception("unhandled error on %s", path, extra={"request_id": request_id})
+            if not status["code"]:
+                await self._reject(send_with_id, InternalError("internal server error"), scope)
         finally:
             if not is_ops:
                 self.lifecycle.in_flight -= 1
@@ -89,32 +112,51 @@ class RequestGuard:
             return
         if self.lifecycle.draining and path not in OPS_PATHS:
             raise NotReady("the server is shutting down")
-        principal = _client_address(scope)
+        principal = Principal(_client_address(scope))
         if self.authenticator is not None and self.authenticator.enabled:
+            token = credential(headers)
             try:
-                principal = self.authenticator.authenticate(credential(headers))
+                principal = self.authenticator.authenticate(token)
             except RerankError:
-                self.metrics.rejected.labels("unauthorized").inc()
-                raise
+                if self.authenticator.required:  # else only registry changes need a key
+                    self.metrics.rejected.labels("unauthorized").inc()
+                    raise
+        scope["state"]["principal"] = principal
         if self.rate_limiter is not None and path not in OPS_PATHS:
             try:
-                await self.rate_limiter.check(principal)
+                await self.rate_limiter.check(principal.name)
             except RerankError:
                 self.metrics.rejected.labels("rate_limited").inc()
                 raise
 
     def _limit_body(self, receive: Receive) -> Receive:
-        """Count body bytes as they arrive: a chunked body has no Content-Length to trust."""
+        """Bound the body in bytes and in time.
+
+        Bytes are counted as they arrive (a chunked body has no Content-Length to trust), and
+        the whole body must arrive within `body_timeout` of the headers, so that a client
+        sending it slowly, or stopping midway, cannot hold the request open (408).
+        """
         limit = self.settings.max_body_bytes
+        timeout = self.settings.body_timeout
+        deadline = time.monotonic() + timeout
         seen = 0
+        complete = False
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # only the disconnect is left to wait for: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise BodyTimeout(f"the request body did not arrive within {timeout:g}s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise self._too_large()
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         return limited
@@ -166,13 +208,11 @@ class RequestGuard:
             f"the body is larger than the limit of {self.settings.max_body_bytes} bytes"
         )
 
-    async def _reject(self, send: Callable[[Message], Awaitable[None]], error: RerankError) -> None:
-        body = json.dumps(
-            {
-                "error": {"message": error.message, "type": error.type, "code": error.status},
-                "detail": error.message,
-            }
-        ).encode()
+    async def _reject(
+        self, send: Callable[[Message], Awaitable[None]], error: RerankError, scope: Scope
+    ) -> None:
+        dialect = scope.get("state", {}).get("dialect")
+        body = json.dumps(error_body(dialect, error.status, error.message, error.type)).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -194,14 +234,14 @@ class RequestGuard:
         headers: dict[str, str],
     ) -> None:
         elapsed = time.perf_counter() - started
-        route_obj = scope.get("route")
-        route = getattr(route_obj, "path", None) or (
-            path if path in OPS_PATHS | PUBLIC_PATHS else "unmatched"
-        )
+        route = _route(scope, path)
         self.metrics.requests.labels(route, str(status)).inc()
         self.metrics.latency.labels(route).observe(elapsed)
         state = scope.get("state", {})
-        access_log.info(
+        # Health checks and scrapes come every few seconds: at info they would drown the log.
+        level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
+        access_log.log(
+            level,
             "request",
             extra={
                 "request_id": request_id,
@@ -216,6 +256,30 @@ class RequestGuard:
                 "user_agent": headers.get("user-agent"),
             },
         )
+
+
+def _route(scope: Scope, path: str) -> str:
+    """The route template for metrics and logs, also for a request refused before routing."""
+    route = getattr(scope.get("route"), "path", None)
+    if isinstance(route, str):
+        return route
+    if path in OPS_PATHS | PUBLIC_PATHS:
+        return path
+    router = getattr(scope.get("app"), "router", None)
+    for candidate in getattr(router, "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(candidate, "path", path))
+    return "unmatched"
+
+
+def warning_headers(warnings: Iterable[str]) -> list[tuple[bytes, bytes]]:
+    """RFC 7234 `Warning: 299 rerankd "text"` headers (299: a persistent warning)."""
+    headers = []
+    for text in warnings:
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        headers.append((b"warning", f'299 rerankd "{quoted}"'.encode("ascii", "replace")))
+    return headers
 
 
 def _client_address(scope: Scope) -> str:

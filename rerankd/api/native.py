@@ -6,7 +6,7 @@ The request and response of the classic FastAPI tutorial for bge-reranker-v2-m3
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import TopN, instruction_field
+from rerankd.api.fields import Priority, TopN, instruction_field
 from rerankd.api.inputs import DocumentsInput, QueryInput, count, echo, to_document, to_documents
 from rerankd.service import RerankRequest, RerankResult
 
@@ -43,6 +43,7 @@ class NativeRerankRequest(BaseModel):
         None, ge=1, description="Chunks per document with 'chunk'."
     )
     instruction: StrictStr | None = instruction_field()
+    priority: Priority = 0
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -55,6 +56,7 @@ class NativeRerankRequest(BaseModel):
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
             instruction=self.instruction,
+            priority=self.priority,
         )
 
 
@@ -81,7 +83,7 @@ class NativeRerankResponse(BaseModel):
     usage: Usage
 
 
-def render(query: QueryInput, result: RerankResult, return_documents: bool) -> dict:
+def render(query: QueryInput, result: RerankResult, return_documents: bool) -> dict[str, Any]:
     return {
         "query": echo(query),
         "model": result.model,
@@ -119,6 +121,7 @@ async def rerank(request: Request) -> JSONResponse:
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
+    request.state.warnings = result.warnings
     return JSONResponse(render(body.query, result, body.return_documents))
 
 
@@ -172,6 +175,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
     results = await service.rerank_many(internal)
     request.state.model = results[0].model
     request.state.tokens = sum(r.tokens for r in results)
+    request.state.warnings = sorted({w for r in results for w in r.warnings})
     rendered = [
         render(q.query, r, body.return_documents)
         for q, r in zip(body.queries, results, strict=True)

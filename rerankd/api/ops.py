@@ -1,8 +1,9 @@
-"""Operations routes: health, info, Prometheus metrics, and the OpenAI-style model list."""
+"""Operations routes: health, info and Prometheus metrics (the model routes are in models.py)."""
 
 from __future__ import annotations
 
-import time
+import os
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,31 +12,13 @@ from pydantic import BaseModel
 
 import rerankd
 from rerankd.api import state
-from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.errors import ModelNotFound
 
 router = APIRouter(tags=["operations"])
-_STARTED = int(time.time())
 
 
 class Health(BaseModel):
     status: str
     model_loaded: bool
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: str = "model"
-    created: int
-    owned_by: str = "rerankd"
-    model_type: str = "rerank"
-    revision: str | None = None
-    max_length: int | None = None
-
-
-class ModelList(BaseModel):
-    object: str = "list"
-    data: list[ModelCard]
 
 
 @router.get(
@@ -57,7 +40,7 @@ async def health(request: Request) -> JSONResponse:
 
 
 @router.get("/info", summary="Server and model information (TEI-like)")
-async def info(request: Request) -> dict:
+async def info(request: Request) -> dict[str, Any]:
     service = state.service(request)
     settings = state.settings(request)
     models = service.describe()
@@ -73,41 +56,14 @@ async def info(request: Request) -> dict:
         "max_concurrent_requests": None,
         "ready": service.ready,
         "models": models,
+        "pid": os.getpid(),
+        # Set by rerankd.asgi under gunicorn/uvicorn: worker count, its source, threads each.
+        "workers": getattr(request.app.state, "workers", None),
+        "cores": service.registry.cores.summary(),
+        "registry_problems": service.registry.problems,
     }
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     return Response(state.metrics(request).render(), media_type=CONTENT_TYPE_LATEST)
-
-
-def _cards(request: Request) -> list[ModelCard]:
-    service = state.service(request)
-    return [
-        ModelCard(
-            id=name,
-            created=_STARTED,
-            revision=served.engine.model.revision,
-            max_length=served.engine.max_length,
-        )
-        for name, served in service.models.items()
-    ]
-
-
-@router.get("/v1/cluster/auth", summary="Xinference: whether clients must send a key")
-async def cluster_auth(request: Request) -> dict:
-    return {"auth": state.settings(request).auth_enabled}
-
-
-@router.get("/v1/models", response_model=ModelList, summary="Served models (OpenAI-style list)")
-async def list_models(request: Request) -> ModelList:
-    return ModelList(data=_cards(request))
-
-
-@router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERROR_RESPONSES)
-async def get_model(request: Request, model_id: str) -> ModelCard:
-    for card in _cards(request):
-        if card.id == model_id:
-            return card
-    names = ", ".join(repr(c.id) for c in _cards(request))
-    raise ModelNotFound(f"model {model_id!r} is not served here; served models: {names}")

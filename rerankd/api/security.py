@@ -6,7 +6,9 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 
@@ -25,14 +27,29 @@ def credential(headers: dict[str, str]) -> str | None:
     return headers.get("x-api-key") or None
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's hash, a JWT subject, or (unauthenticated) a client address."""
+
+    name: str
+    authenticated: bool = False
+    admin: bool = False  # may change the model registry
+
+
 class Authenticator:
-    """Checks a credential against API keys (constant time) and JWTs; returns a principal."""
+    """Checks a credential against API keys (constant time) and JWTs; returns a principal.
+
+    Admin keys (and JWTs carrying the admin scope) may also change the model registry. They
+    can be set without ordinary keys: then reranking stays open and only changes need a key.
+    """
 
     def __init__(self, settings: Settings) -> None:
         keys = list(settings.api_keys)
         if settings.api_keys_file:
             keys += _read_keys(settings.api_keys_file)
         self._keys = [key.encode() for key in keys if key]
+        self._admin_keys = [key.encode() for key in settings.admin_keys if key]
+        self._admin_scope = settings.jwt_admin_scope
         self._jwt_keys: list[tuple[str, str]] = []
         if settings.jwt_secret:
             self._jwt_keys.append(("HS256", settings.jwt_secret))
@@ -40,28 +57,34 @@ class Authenticator:
             self._jwt_keys.append(("RS256", Path(settings.jwt_public_key_file).read_text()))
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
-        self.enabled = bool(self._keys or self._jwt_keys)
+        self.required = bool(self._keys or self._jwt_keys)  # every request needs a credential
+        self.enabled = self.required or bool(self._admin_keys)
 
-    def authenticate(self, token: str | None) -> str:
+    def authenticate(self, token: str | None) -> Principal:
         if not token:
             raise Unauthorized("missing credentials: send Authorization: Bearer <key> or X-API-Key")
         candidate = token.encode()
-        matched = False
-        for key in self._keys:  # every key is compared, so timing says nothing about which
-            matched |= hmac.compare_digest(candidate, key)
-        if matched:
-            return "key:" + hashlib.sha256(candidate).hexdigest()[:12]
+        name = "key:" + hashlib.sha256(candidate).hexdigest()[:12]
+        if _any_equal(candidate, self._admin_keys):
+            return Principal(name, authenticated=True, admin=True)
+        if _any_equal(candidate, self._keys):
+            return Principal(name, authenticated=True)
         if self._jwt_keys and token.count(".") == 2:
-            return "jwt:" + self._decode_jwt(token)
+            claims = self._decode_jwt(token)
+            return Principal(
+                "jwt:" + str(claims.get("sub", "anonymous")),
+                authenticated=True,
+                admin=self._admin_scope in _scopes(claims),
+            )
         raise Unauthorized("invalid API key")
 
-    def _decode_jwt(self, token: str) -> str:
+    def _decode_jwt(self, token: str) -> dict[str, Any]:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        key = dict(self._jwt_keys).get(algorithm)
-        if key is None:
+        # The header is the client's: "alg" may be missing, null or not a string at all.
+        if not isinstance(algorithm, str) or (key := dict(self._jwt_keys).get(algorithm)) is None:
             accepted = ", ".join(alg for alg, _ in self._jwt_keys)
             raise Unauthorized(
                 f"invalid token: algorithm {algorithm!r} is not accepted ({accepted})"
@@ -78,7 +101,26 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        return str(claims.get("sub", "anonymous"))
+        return claims
+
+
+def _any_equal(candidate: bytes, keys: list[bytes]) -> bool:
+    matched = False
+    for key in keys:  # every key is compared, so timing says nothing about which
+        matched |= hmac.compare_digest(candidate, key)
+    return matched
+
+
+def _scopes(claims: dict[str, Any]) -> set[str]:
+    """OAuth2's space-separated `scope`, or a list in `scope` or `scp`."""
+    found: set[str] = set()
+    for claim in ("scope", "scp"):
+        value = claims.get(claim)
+        if isinstance(value, str):
+            found.update(value.split())
+        elif isinstance(value, list):
+            found.update(str(v) for v in value)
+    return found
 
 
 class RateLimiter:
@@ -95,7 +137,7 @@ class RateLimiter:
             storage = storage_from_string(uri, implementation="redispy")
         else:
             storage = storage_from_string("async+memory://")
-        self._limiter = MovingWindowRateLimiter(storage)  # type: ignore[arg-type]
+        self._limiter = MovingWindowRateLimiter(storage)
         self._warned = False
 
     async def check(self, principal: str) -> None:

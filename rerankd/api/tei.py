@@ -44,6 +44,7 @@ async def rerank(request: Request, body: TeiRerankRequest) -> JSONResponse:
     result = await state.service(request).rerank(internal)
     request.state.model = result.model
     request.state.tokens = result.tokens
+    request.state.warnings = result.warnings
     return JSONResponse(
         [
             {"index": r.index, "score": r.score, "text": r.document}

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from tokenizers import Tokenizer
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -45,10 +50,13 @@ def build_bert_cross_encoder(
     max_positions: int = 512,
     seed: int = 0,
     init_from: Path | None = None,
+    initializer_range: float = 0.2,
 ) -> Path:
     """A BERT `ForSequenceClassification` with one label (the ms-marco-MiniLM shape).
 
     With `init_from`, the encoder weights come from that BERT model and only the head is new.
+    The wide default `initializer_range` spreads random scores over (0, 1); a model meant to be
+    fine-tuned wants BERT's own 0.02 (wide weights saturate the pooler and stall training).
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -65,9 +73,9 @@ def build_bert_cross_encoder(
             num_attention_heads=heads,
             intermediate_size=intermediate_size,
             max_position_embeddings=max_positions,
-            initializer_range=0.2,
-            num_labels=1,
+            initializer_range=initializer_range,
         )
+        config.num_labels = 1  # a kwarg transformers accepts but does not declare
         model = BertForSequenceClassification(config)
     _spread_head(model, seed)
     model.save_pretrained(str(out))
@@ -107,8 +115,8 @@ def build_xlmr_cross_encoder(
         bos_token_id=0,
         eos_token_id=2,
         initializer_range=0.2,
-        num_labels=1,
     )
+    config.num_labels = 1  # a kwarg transformers accepts but does not declare
     model = XLMRobertaForSequenceClassification(config)
     _spread_head(model, seed)
     model.save_pretrained(str(out))
@@ -116,11 +124,11 @@ def build_xlmr_cross_encoder(
     return out
 
 
-def save_xlmr_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
+def save_xlmr_tokenizer(out: Path, tokenizer: Tokenizer, model_max_length: int) -> None:
     """Save a `tokenizers.Tokenizer` as a fast tokenizer with XLM-R's special tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    PreTrainedTokenizerFast(
+    PreTrainedTokenizerFast(  # untyped in transformers
         tokenizer_object=tokenizer,
         bos_token="<s>",
         eos_token="</s>",
@@ -133,19 +141,24 @@ def save_xlmr_tokenizer(out: Path, tokenizer, model_max_length: int) -> None:
     ).save_pretrained(str(out))
 
 
-def _spread_head(model, seed: int) -> None:
-    """Random heads give logits near zero; widen them so scores spread over (0, 1)."""
+def _spread_head(
+    model: torch.nn.Module, seed: int, prefixes: tuple[str, ...] = ("classifier",)
+) -> None:
+    """Random heads give logits near zero; widen them so scores spread over (0, 1).
+
+    `prefixes` name the head's parameters (`classifier` for encoders, `score` for decoders).
+    """
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.startswith("classifier"):
+            if name.startswith(prefixes):
                 scale = 1.0 / parameter.shape[-1] ** 0.5 if parameter.dim() == 2 else 0.0
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale * 3)
 
 
-def _train_unigram_tokenizer(vocab_size: int):
+def _train_unigram_tokenizer(vocab_size: int) -> Tokenizer:
     from tokenizers import (
         Tokenizer,
         decoders,

@@ -89,7 +89,7 @@ class Engine:
         self.backend.close()
 
     def describe(self) -> dict[str, object]:
-        return {
+        info: dict[str, object] = {
             "name": self.model.name,
             "source": self.model.source,
             "revision": self.model.revision,
@@ -97,7 +97,14 @@ class Engine:
             **self.family.describe(),
             "backend": self.backend.description,
             "max_length": self.max_length,
+            "threads": self.options.thread_count,
         }
+        if self.options.backend == "onnx" and self.options.dtype == "int8":
+            from rerankd.engine.onnx_backend import cache_entry
+            from rerankd.engine.quantize import describe
+
+            info["int8"] = describe(cache_entry(self.model, self.options))  # the export's probe
+        return info
 
 
 def load_engine(

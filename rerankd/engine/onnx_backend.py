@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 4  # bump when the exported graph changes, so old cache entries are not reused
+EXPORT_FORMAT = 5  # bump when the exported graph changes, so old cache entries are not reused
 # Past this many bytes of weights, the graph keeps them in a side file (protobuf's 2 GiB cap).
 EXTERNAL_DATA_BYTES = 1 << 30
 OPSET = 17
@@ -71,8 +71,9 @@ def ensure_exported(
     if int8 == fp32:
         return fp32
     if not int8.is_file():
-        step("quantizing to int8")
-        _quantize(fp32, int8)
+        from rerankd.engine.quantize import quantize_checked
+
+        return quantize_checked(model, options, fp32, int8, step)
     return int8
 
 
@@ -110,6 +111,7 @@ def ensure_exported_in_child(
     )
     child.start()
     child.join()
+    path = _cached_path(model, options)  # fp32, if the child's int8 probe refused int8
     if child.exitcode != 0 or not path.is_file():
         raise RuntimeError(
             f"ONNX export of {model.name} failed (exit code {child.exitcode}); see the log above"
@@ -118,8 +120,11 @@ def ensure_exported_in_child(
 
 
 def _cached_path(model: ResolvedModel, options: EngineOptions) -> Path:
-    name = "model.int8.onnx" if options.dtype == "int8" else "model.onnx"
-    return cache_entry(model, options) / name
+    if options.dtype == "int8":  # tuned per CPU class, and fp32 where the probe refused int8
+        from rerankd.engine.quantize import cached_path
+
+        return cached_path(cache_entry(model, options), options)
+    return cache_entry(model, options) / "model.onnx"
 
 
 class OnnxBackend:
@@ -263,35 +268,3 @@ def _optimize(raw: Path, out: Path, family: ModelFamily, model_type: str, large:
             "ONNX transformer optimization failed; using the plain export", exc_info=True
         )
         return False
-
-
-def _quantize(fp32: Path, int8: Path) -> None:
-    """Dynamic int8 quantization of the encoder's matrix products.
-
-    Measured on this project's models (bench/, tests/): u8 weights (u8 x u8 kernels) beat s8
-    on AVX2 machines without VNNI both in speed (1.8x vs 1.3x over fp32) and in rank agreement
-    (s8 saturates int16 accumulators there unless weights are cut to 7 bits). Embedding
-    lookups and the scoring head stay fp32: they are a sliver of the time and the head sets
-    the score's scale.
-    """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    head = [
-        node.name
-        for node in onnx.load(str(fp32), load_external_data=False).graph.node
-        if node.op_type in ("MatMul", "Gemm")
-        and ("classifier" in node.name or "pooler" in node.name)
-    ]
-    tmp = int8.with_suffix(".tmp.onnx")
-    quantize_dynamic(
-        str(fp32),
-        str(tmp),
-        weight_type=QuantType.QUInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul", "Attention"],
-        nodes_to_exclude=head,
-        # Fused nodes (com.microsoft domain) defeat shape inference; their tensors are float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    os.replace(tmp, int8)

@@ -50,6 +50,7 @@ class EngineOptions:
     max_length: int | None = None  # default: the model family's (512 for cross-encoders)
     query_max_length: int | None = None  # default: 3/4 of max_length, as FlagEmbedding does
     cache_dir: Path = field(default_factory=default_cache_dir)
+    force_int8: bool = False  # serve int8 even when the export's accuracy probe refuses it
 
     def __post_init__(self) -> None:
         dtype = _DTYPE_ALIASES.get(str(self.dtype).lower())

@@ -98,14 +98,20 @@ class TextTokenizer:
         """Ask the post-processor where it puts special tokens around one-token texts."""
         first, second = self._tokenizer.encode_batch(["a", "b"], add_special_tokens=False)
         merged = self._tokenizer.post_process(first, second if pair else None, True)
+        # Where each text starts, counted in its non-special tokens: a template without
+        # special tokens between the texts (byte-level BPE, as in Qwen) still has two parts.
+        starts = {0, len(first.ids)} if pair else {0}
         parts: list[tuple[int | None, int]] = []
+        seen = 0
         for token, special, type_id in zip(
             merged.ids, merged.special_tokens_mask, merged.type_ids, strict=True
         ):
             if special:
                 parts.append((token, type_id))
-            elif not parts or parts[-1][0] is not None:
+                continue
+            if seen in starts:
                 parts.append((None, type_id))
+            seen += 1
         return _Template(tuple(parts))
 
 

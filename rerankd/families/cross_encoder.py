@@ -72,4 +72,4 @@ class CrossEncoder(PairFamily):
         from rerankd.families.heads import SingleLogitHead, load_pretrained
 
         model = load_pretrained(AutoModelForSequenceClassification, self.model, dtype, attention)
-        return SingleLogitHead(model).eval()
+        return SingleLogitHead(model, decoder=self._is_decoder(self.model)).eval()

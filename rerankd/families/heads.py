@@ -19,19 +19,38 @@ if TYPE_CHECKING:
 def load_pretrained(loader: Any, model: ResolvedModel, dtype: torch.dtype, attention: str) -> Any:
     """`loader.from_pretrained` with the dtype and attention implementation asked for."""
     try:
-        return loader.from_pretrained(str(model.path), dtype=dtype, attn_implementation=attention)
+        loaded = loader.from_pretrained(str(model.path), dtype=dtype, attn_implementation=attention)
     except TypeError:  # transformers < 4.56 names it torch_dtype
-        return loader.from_pretrained(
+        loaded = loader.from_pretrained(
             str(model.path), torch_dtype=dtype, attn_implementation=attention
         )
+    # A reranker reads each sequence once: a decoder's key/value cache is only memory (and,
+    # in the ONNX export, a traced cache object).
+    if hasattr(loaded.config, "use_cache"):
+        loaded.config.use_cache = False
+    return loaded
+
+
+def real_token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count each sequence's real tokens from 0, on either padding side.
+
+    Given to rotary decoders, they make a sequence's score independent of how much padding
+    its batch mates add in front of it (transformers counts positions from the first column).
+    """
+    return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
 class SingleLogitHead(nn.Module):
-    """(input_ids, attention_mask[, token_type_ids]) -> the single relevance logit, float32."""
+    """(input_ids, attention_mask[, token_type_ids]) -> the single relevance logit, float32.
 
-    def __init__(self, model: nn.Module) -> None:
+    `decoder`: pass real-token positions (see `real_token_positions`); encoders keep their
+    own position scheme (XLM-R counts from its padding index).
+    """
+
+    def __init__(self, model: nn.Module, decoder: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.decoder = decoder
 
     def forward(
         self,
@@ -40,6 +59,8 @@ class SingleLogitHead(nn.Module):
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        if self.decoder:
+            extra["position_ids"] = real_token_positions(attention_mask)
         logits: torch.Tensor = self.model(
             input_ids=input_ids, attention_mask=attention_mask, **extra
         ).logits
@@ -104,7 +125,10 @@ class TokenLogitHead(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden: torch.Tensor = self.body(
-            input_ids=input_ids, attention_mask=attention_mask
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=real_token_positions(attention_mask),
+            use_cache=False,
         ).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)

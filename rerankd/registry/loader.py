@@ -1,0 +1,105 @@
+"""Loading a launched model's replicas, and giving their memory back when it ends."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import gc
+import logging
+import time
+
+from rerankd.batching import BatchObserver, DynamicBatcher
+from rerankd.config import Settings
+from rerankd.engine import Engine, EngineOptions, load_engine
+from rerankd.engine.options import default_batch_tokens
+from rerankd.engine.tokenize import Sequence
+from rerankd.models import resolve
+from rerankd.registry.handle import ModelHandle, Placement
+
+logger = logging.getLogger(__name__)
+
+
+def replica_options(settings: Settings, placement: Placement, device: str) -> EngineOptions:
+    """EngineOptions for one replica: the launch's overrides, the registration's, the server's.
+
+    The family and the default instruction travel with the registration's `ModelSpec`.
+    """
+    return dataclasses.replace(
+        settings.engine_options(device),
+        backend=placement.backend,  # type: ignore[arg-type]
+        dtype=placement.dtype,  # type: ignore[arg-type]
+        threads=placement.threads if device == "cpu" else None,
+        max_length=placement.max_length,
+    )
+
+
+def load_replicas(
+    handle: ModelHandle, settings: Settings, observer: BatchObserver
+) -> tuple[list[Engine], DynamicBatcher[Sequence], tuple[object, ...]]:
+    """Resolve once, load one engine per replica, and build (not start) their batcher."""
+    registration, placement = handle.registration, handle.placement
+    resolved = resolve(registration.model_spec)
+    engines: list[Engine] = []
+    try:
+        for device in placement.devices:
+            engines.append(load_engine(resolved, replica_options(settings, placement, device)))
+    except BaseException:
+        close_engines(engines)
+        raise
+    batch_tokens = settings.max_batch_tokens or default_batch_tokens(placement.devices[0])
+    batcher = DynamicBatcher(
+        [engine.run for engine in engines],
+        max_batch_tokens=batch_tokens,
+        max_batch_size=settings.max_batch_size,
+        max_queue_tokens=settings.max_queue_tokens,
+        # Half the deadline for the wait, as for every model (see RerankService).
+        max_queue_seconds=settings.request_timeout / 2,
+        max_wait_ms=settings.batch_wait_ms,
+        observer=observer,
+        name=handle.uid,
+    )
+    identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
+    return engines, batcher, identity
+
+
+def close_engines(engines: list[Engine]) -> None:
+    """Close each backend that can be closed, then drop every reference the list holds."""
+    for engine in engines:
+        close = getattr(engine.backend, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                logger.exception("closing a backend of %s failed", engine.model.name)
+    engines.clear()
+
+
+def give_memory_back() -> float:
+    """Collect what the closed model left, and ask the C allocator to return freed pages.
+
+    Without `malloc_trim`, glibc keeps a terminated model's freed heap in the process, and
+    its RSS never comes back down. Returns the seconds spent.
+    """
+    started = time.perf_counter()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is needed to load a model at all
+        pass
+    _malloc_trim()
+    return time.perf_counter() - started
+
+
+def _malloc_trim() -> None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        return
