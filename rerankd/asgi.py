@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -43,7 +44,8 @@ def build(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
     """The app for this worker process: settings from the environment, threads shared out."""
     argv = sys.argv if argv is None else argv
     environ = os.environ if environ is None else environ
-    settings = Settings()
+    from_environment: dict[str, Any] = {}  # no flags here: every setting is RERANKD_*
+    settings = Settings(**from_environment)
     logs.configure(settings.log_level)
     settings, share = share_cores(settings, argv, environ)
     if share.workers > 1 and not all(device == "cpu" for device in settings.devices):

@@ -220,7 +220,9 @@ def test_readme_client_example_runs(server: ServerProcess, capsys: pytest.Captur
     import re
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```py\n(.*?)```", readme, re.DOTALL) if "Client(" in b]
+    (block,) = [
+        b for b in re.findall(r"```py\n(.*?)```", readme, re.DOTALL) if "rerankd.Client(" in b
+    ]
     exec(compile(block.replace("http://localhost:8000", server.url), "README.md", "exec"), {})
     index, score, document = capsys.readouterr().out.splitlines()[0].split(" ", 2)
     assert document == ["Paris is in France.", "Bananas are yellow."][int(index)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -109,11 +108,10 @@ def test_builtin_model_runs_on_onnx_too() -> None:
     assert abs(torch_scores[0] - onnx_scores[0]) < 1e-4
 
 
+@pytest.mark.timeout(60)  # offline resolution must fail, never hang on the network
 def test_unknown_hub_model_fails_fast_offline() -> None:
-    started = time.perf_counter()
     with pytest.raises(ModelNotFound) as error:
         Reranker("no-such-org/no-such-reranker")
-    assert time.perf_counter() - started < 5
     message = str(error.value)
     assert "no-such-org/no-such-reranker" in message
     assert "HF_HUB_OFFLINE" in message and "local directory" in message

@@ -43,7 +43,7 @@ def test_retry_after_follows_the_drain_rate() -> None:
 async def test_the_queue_is_bounded_by_what_drains_before_the_timeout() -> None:
     slow = RecordingRunner(delay=0.2)  # 100 tokens in 0.2 s: 500 tokens/s
     batcher = DynamicBatcher(
-        [slow], max_batch_tokens=100, max_queue_tokens=10_000, max_queue_seconds=1.0, max_wait_ms=0
+        [slow], max_batch_tokens=100, max_queue_tokens=10_000, max_queue_seconds=2.0, max_wait_ms=0
     )
     batcher.start()
     try:
@@ -54,9 +54,10 @@ async def test_the_queue_is_bounded_by_what_drains_before_the_timeout() -> None:
         queued = asyncio.ensure_future(batcher.submit([Item(2, 100), Item(3, 100)]))
         await asyncio.sleep(0.01)
         assert batcher.queued == (2, 200)
-        batcher.admit(250)  # 200 + 250 tokens drain in 0.9 s: within the second
+        # At most 500 tokens/s (the sleep is a floor); margins wide enough for a busy machine.
+        batcher.admit(50)  # 250 tokens: within 2 s unless the batch took over 0.8 s
         with pytest.raises(Overloaded, match="drains before the timeout") as refused:
-            batcher.admit(400)  # 600 tokens would take 1.2 s: it would time out
+            batcher.admit(1500)  # 1,700 tokens need at least 3.4 s: it would time out
         assert refused.value.retry_after is not None and refused.value.retry_after >= 1
         await asyncio.gather(running, queued)
     finally:

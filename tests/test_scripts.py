@@ -78,6 +78,8 @@ def warnings_of(response: httpx.Response) -> list[str]:
             {"model": "builtin", "query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS},
         ),
         ("/batch_rerank", {"queries": [{"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}]}),
+        ("/v1/reranking", {"query": CHINESE_QUERY, "input": CHINESE_DOCUMENTS}),
+        ("/score", {"text_1": CHINESE_QUERY, "text_2": CHINESE_DOCUMENTS}),
     ],
 )
 def test_chinese_on_the_builtin_model_gets_a_warning_header(

@@ -36,9 +36,13 @@ def batching_server(xlmr_model: Path, tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-async def _concurrent(url: str, bodies: list[dict]) -> tuple[list[dict], float]:
-    """Send every body at once; meanwhile time /health and /metrics. Returns their worst latency."""
+async def _concurrent(url: str, bodies: list[dict]) -> tuple[list[dict], float, float]:
+    """Send every body at once; meanwhile time /health and /metrics.
+
+    Returns the responses, the probes' worst latency and how long the whole load took.
+    """
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        load_started = time.perf_counter()
         load = asyncio.gather(*(client.post("/rerank", json=b) for b in bodies))
         worst = 0.0
         while not load.done():
@@ -48,19 +52,24 @@ async def _concurrent(url: str, bodies: list[dict]) -> tuple[list[dict], float]:
                 worst = max(worst, time.perf_counter() - started)
             await asyncio.sleep(0.1)
         responses = await load
+        load_seconds = time.perf_counter() - load_started
     assert all(r.status_code == 200 for r in responses), [
         r.text for r in responses if r.status_code != 200
     ]
-    return [r.json() for r in responses], worst
+    return [r.json() for r in responses], worst, load_seconds
 
 
 def test_concurrent_requests_are_batched_together_without_changing_scores(
     batching_server: ServerProcess,
 ) -> None:
     bodies = [rag_request(seed) for seed in range(16)]
-    together, worst_ops_latency = asyncio.run(_concurrent(batching_server.url, bodies))
+    together, worst_ops_latency, load_seconds = asyncio.run(
+        _concurrent(batching_server.url, bodies)
+    )
     print(f"slowest /health or /metrics under full load: {worst_ops_latency * 1000:.0f} ms")
-    assert worst_ops_latency < 0.5, "inference must not block the event loop"
+    # Relative, not a stopwatch: were inference blocking the event loop, a probe sent during
+    # the load would wait for most of it.
+    assert worst_ops_latency < load_seconds / 2, "inference must not block the event loop"
     metrics = httpx.get(batching_server.url + "/metrics").text
     batches = metric(metrics, "rerankd_batch_requests_count")
     single_request_batches = metric(metrics, "rerankd_batch_requests_bucket", 'le="1.0"')

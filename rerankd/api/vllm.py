@@ -174,6 +174,7 @@ async def score(request: Request) -> JSONResponse:
     tokens = sum(r.tokens for r in results)
     request.state.model = results[0].model
     request.state.tokens = tokens
+    request.state.warnings = sorted({w for r in results for w in r.warnings})
     return JSONResponse(
         {
             "id": f"score-{uuid.uuid4().hex}",

@@ -158,7 +158,10 @@ class OnnxBackend:
             str(path), session_options, providers=providers
         )
         self._inputs = [i.name for i in self._session.get_inputs()]
-        self.description = f"onnxruntime {options.dtype} on {options.device}"
+        served: str = options.dtype
+        if served == "int8" and not path.name.startswith("model.int8"):
+            served = "float32 (int8 refused by its accuracy probe)"
+        self.description = f"onnxruntime {served} on {options.device}"
 
     def run(self, batch: Batch) -> np.ndarray:
         if self._session is None:

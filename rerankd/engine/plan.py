@@ -41,12 +41,15 @@ class LongDocPolicy:
             raise InvalidInput("max_chunks_per_doc must be at least 1")
 
     def cache_key(self) -> tuple[object, ...]:
+        """Every field that changes a score or its outcome: a request that refuses truncation
+        must not be answered from a truncated score."""
         return (
             self.strategy,
             self.max_tokens_per_doc,
             self.max_chunks_per_doc,
             self.overlap,
             self.direction,
+            self.allow_truncation,
         )
 
 

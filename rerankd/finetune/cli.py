@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 
 from rerankd.evaluation.cli import fail, require
 
+if TYPE_CHECKING:
+    from rerankd.evaluation.data import EvalSet
+    from rerankd.finetune.data import TrainSet
+    from rerankd.finetune.train import TrainOptions
+
 
 def finetune_command(
     model: Annotated[

@@ -109,7 +109,7 @@ def _evaluator(eval_set: EvalSet, metrics: tuple[str, ...]) -> Any:
         base = importlib.import_module("sentence_transformers.evaluation").SentenceEvaluator
     BaseEvaluator: Any = base
 
-    class MetricsEvaluator(BaseEvaluator):
+    class MetricsEvaluator(BaseEvaluator):  # untyped across versions
         """The eval split, with `rerankd eval`'s metrics, at every evaluation step."""
 
         def __init__(self) -> None:
