@@ -1,8 +1,12 @@
-"""Score caches: an in-memory LRU, and Redis shared by every replica.
+"""Caches: an in-memory LRU, and Redis shared by every replica, for two kinds of value.
 
-A cached value is a document's raw score (logit, or cosine for a bi-encoder) so one entry
-serves both normalized and raw requests. Keys hash a structured tuple, never a concatenation,
-so that no two different (query, document) pairs can share a key.
+- Scores (cross-encoders): a document's raw score (logit) for one query, so one entry serves
+  both normalized and raw requests.
+- Embeddings (bi-encoders): a document's embedding rows (one per chunk), for every later
+  query; for images this is the difference between re-encoding a catalogue per query and not.
+
+A `Codec` says how a kind of value is stored, weighed (the memory bound) and counted. Keys hash
+a structured tuple of content hashes, never a concatenation, so no two inputs share a key.
 """
 
 from __future__ import annotations
@@ -11,65 +15,126 @@ import contextlib
 import hashlib
 import json
 import logging
+import struct
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
 
 from rerankd.metrics import Metrics
 
+V = TypeVar("V")
+
 logger = logging.getLogger(__name__)
+
+
+def _key(*parts: object) -> str:
+    payload = json.dumps(
+        [list(p) if isinstance(p, tuple) else p for p in parts], ensure_ascii=False
+    )
+    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def score_key(
     model_identity: tuple[object, ...], policy: tuple[object, ...], query: str, document: str
 ) -> str:
-    """model_identity = (name, revision, max_length); policy = the long-document settings."""
-    payload = json.dumps([list(model_identity), list(policy), query, document], ensure_ascii=False)
-    return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+    """model_identity = (name, revision, max_length); policy = the long-document settings;
+    query and document are content hashes."""
+    return _key(model_identity, policy, query, document)
 
 
-class ScoreCache(Protocol):
-    async def get_many(self, keys: Sequence[str]) -> list[float | None]: ...
+def embedding_key(
+    model_identity: tuple[object, ...], policy: tuple[object, ...], role: str, document: str
+) -> str:
+    """The embedding of one document (its content hash) as a query or as a document."""
+    return _key("embedding", model_identity, policy, role, document)
 
-    async def set_many(self, items: dict[str, float]) -> None: ...
+
+@dataclass(frozen=True)
+class Codec(Generic[V]):
+    """How one kind of cached value is stored in Redis, weighed in memory, and counted."""
+
+    name: str  # "score" or "embedding": the Redis key prefix and the metrics' kind label
+    dumps: Callable[[V], bytes]
+    loads: Callable[[bytes], V]
+    weight: Callable[[V], int]
+
+
+def _dump_rows(rows: np.ndarray) -> bytes:
+    return struct.pack("<I", rows.shape[0]) + np.ascontiguousarray(rows, dtype="<f4").tobytes()
+
+
+def _load_rows(data: bytes) -> np.ndarray:
+    (count,) = struct.unpack_from("<I", data)
+    return np.frombuffer(data, dtype="<f4", offset=4).reshape(count, -1).astype(np.float32)
+
+
+SCORES: Codec[float] = Codec("score", lambda v: repr(float(v)).encode(), float, lambda v: 1)
+EMBEDDINGS: Codec[np.ndarray] = Codec("embedding", _dump_rows, _load_rows, lambda v: v.nbytes)
+
+
+class Cache(Protocol[V]):
+    async def get_many(self, keys: Sequence[str]) -> list[V | None]: ...
+
+    async def set_many(self, items: dict[str, V]) -> None: ...
 
     async def close(self) -> None: ...
 
 
-class MemoryCache:
-    """A least-recently-used map bounded in entries; used from the event loop only."""
+ScoreCache = Cache[float]
+EmbeddingCache = Cache[np.ndarray]
 
-    def __init__(self, max_entries: int, metrics: Metrics | None = None) -> None:
-        self.max_entries = max_entries
-        self._data: OrderedDict[str, float] = OrderedDict()
+
+class MemoryCache(Generic[V]):
+    """A least-recently-used map bounded in weight (entries for scores, bytes for
+    embeddings); used from the event loop only."""
+
+    def __init__(
+        self,
+        max_weight: int,
+        codec: Codec[V],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.max_weight = max_weight
+        self._data: OrderedDict[str, V] = OrderedDict()
+        self._weight = 0
         self._metrics = metrics
+        self._codec = codec
 
     def __len__(self) -> int:
         return len(self._data)
 
-    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
-        found: list[float | None] = []
+    async def get_many(self, keys: Sequence[str]) -> list[V | None]:
+        found: list[V | None] = []
         for key in keys:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             found.append(value)
-        _count(self._metrics, "memory", found)
+        _count(self._metrics, self._codec.name, "memory", found)
         return found
 
-    async def set_many(self, items: dict[str, float]) -> None:
+    async def set_many(self, items: dict[str, V]) -> None:
+        weigh = self._codec.weight
         for key, value in items.items():
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._weight -= weigh(old)
             self._data[key] = value
-            self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+            self._weight += weigh(value)
+        while self._weight > self.max_weight and self._data:
+            _, evicted = self._data.popitem(last=False)
+            self._weight -= weigh(evicted)
 
     async def close(self) -> None:
         self._data.clear()
+        self._weight = 0
 
 
-class RedisCache:
+class RedisCache(Generic[V]):
     """Redis with a short leash: an outage costs speed, never a request.
 
     On the first failure the outage is logged once and Redis is skipped for `retry_seconds`;
@@ -80,6 +145,7 @@ class RedisCache:
         self,
         url: str,
         ttl: int,
+        codec: Codec[V],
         metrics: Metrics | None = None,
         retry_seconds: float = 1.0,
         timeout: float = 0.25,
@@ -92,31 +158,33 @@ class RedisCache:
         self._retry_seconds = retry_seconds
         self._down_until = 0.0
         self._down = False
+        self._codec = codec
+        self._prefix = f"rerankd:{codec.name}:"
 
     @property
     def available(self) -> bool:
         return not self._down
 
-    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[V | None]:
         if not keys or self._skipping():
             return [None] * len(keys)
         try:
-            raw = await self._redis.mget([_redis_key(k) for k in keys])
+            raw = await self._redis.mget([self._prefix + k for k in keys])
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to a miss
             self._failed(exc)
             return [None] * len(keys)
         self._recovered()
-        found = [None if value is None else float(value) for value in raw]
-        _count(self._metrics, "redis", found)
+        found = [None if value is None else self._codec.loads(_bytes(value)) for value in raw]
+        _count(self._metrics, self._codec.name, "redis", found)
         return found
 
-    async def set_many(self, items: dict[str, float]) -> None:
+    async def set_many(self, items: dict[str, V]) -> None:
         if not items or self._skipping():
             return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, value in items.items():
-                    pipe.set(_redis_key(key), repr(float(value)), ex=self._ttl)
+                    pipe.set(self._prefix + key, self._codec.dumps(value), ex=self._ttl)
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
@@ -144,15 +212,21 @@ class RedisCache:
             self._down = False
 
 
-class TieredCache:
+class TieredCache(Generic[V]):
     """Memory first, then Redis; Redis hits are copied into memory."""
 
-    def __init__(self, memory: MemoryCache | None, shared: RedisCache | None) -> None:
-        self._tiers = [tier for tier in (memory, shared) if tier is not None]
+    def __init__(self, memory: MemoryCache[V] | None, shared: RedisCache[V] | None) -> None:
+        self._tiers: list[MemoryCache[V] | RedisCache[V]] = [
+            tier for tier in (memory, shared) if tier is not None
+        ]
         self._memory = memory
 
-    async def get_many(self, keys: Sequence[str]) -> list[float | None]:
-        found: list[float | None] = [None] * len(keys)
+    @property
+    def memory(self) -> MemoryCache[V] | None:
+        return self._memory
+
+    async def get_many(self, keys: Sequence[str]) -> list[V | None]:
+        found: list[V | None] = [None] * len(keys)
         missing = list(range(len(keys)))
         for tier in self._tiers:
             if not missing:
@@ -169,7 +243,7 @@ class TieredCache:
             missing = [i for i in missing if found[i] is None]
         return found
 
-    async def set_many(self, items: dict[str, float]) -> None:
+    async def set_many(self, items: dict[str, V]) -> None:
         for tier in self._tiers:
             await tier.set_many(items)
 
@@ -178,15 +252,30 @@ class TieredCache:
             await tier.close()
 
 
-def _redis_key(key: str) -> str:
-    return "rerankd:score:" + key
-
-
-def _count(metrics: Metrics | None, backend: str, found: list[float | None]) -> None:
+def _count(metrics: Metrics | None, kind: str, backend: str, found: Sequence[object]) -> None:
     if metrics is None or not found:
         return
     hits = sum(value is not None for value in found)
     if hits:
-        metrics.cache_hits.labels(backend).inc(hits)
+        metrics.cache_hits.labels(backend, kind).inc(hits)
     if len(found) - hits:
-        metrics.cache_misses.labels(backend).inc(len(found) - hits)
+        metrics.cache_misses.labels(backend, kind).inc(len(found) - hits)
+
+
+def tiered(
+    codec: Codec[V],
+    memory_weight: int,
+    redis_url: str | None,
+    redis_ttl: int,
+    metrics: Metrics | None = None,
+) -> TieredCache[V] | None:
+    """Memory (when `memory_weight` > 0) in front of Redis (when a URL is given), or None."""
+    memory = MemoryCache[V](memory_weight, codec, metrics) if memory_weight else None
+    shared = RedisCache[V](redis_url, redis_ttl, codec, metrics) if redis_url else None
+    if memory is None and shared is None:
+        return None
+    return TieredCache(memory, shared)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

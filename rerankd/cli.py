@@ -74,6 +74,10 @@ def serve(**given: Any) -> None:
         raise typer.Exit(2) from None
     from rerankd.server import run
 
+    # main() restores SIGPIPE's default for `rerankd rerank | head`; a server must not die when
+    # a client hangs up before its answer is written (EPIPE on that socket is enough).
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     raise typer.Exit(run(settings))
 
 
@@ -170,7 +174,8 @@ def rerank(
     table.add_column("score", justify="right")
     table.add_column("document")
     for position, result in enumerate(results, start=1):
-        text = result.document if len(result.document) <= 100 else result.document[:97] + "..."
+        text = str(result.document)
+        text = text if len(text) <= 100 else text[:97] + "..."
         table.add_row(str(position), str(result.index), f"{result.score:.4f}", text)
     Console().print(table)
 

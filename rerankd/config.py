@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rerankd.engine.options import EngineOptions, default_batch_tokens, default_cache_dir
+from rerankd.images import ImagePolicy
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -139,6 +140,25 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
 
+    # Images
+    max_image_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Encoded bytes per image (413 above)."
+    )
+    max_image_pixels: int = Field(
+        36_000_000,
+        ge=1,
+        le=150_000_000,  # Pillow refuses more than 2 x Image.MAX_IMAGE_PIXELS in any case
+        description="Pixels (width x height) per image (413 above).",
+    )
+    image_url_hosts: CommaList = Field(
+        default_factory=list,
+        description="Hosts whose http(s) image URLs may be fetched ('*' for any); none: URLs are refused.",
+    )
+    image_url_allow_private: bool = Field(
+        False, description="Let image URLs reach loopback, link-local and private addresses."
+    )
+    image_url_timeout: float = Field(5.0, gt=0, description="Seconds to fetch one image URL.")
+
     # Score cache
     cache_entries: int = Field(
         100_000, ge=0, description="In-memory score cache size in entries (0 turns it off)."
@@ -147,6 +167,11 @@ class Settings(BaseSettings):
         None, description="Redis URL for a shared score cache and rate limits."
     )
     redis_ttl: int = Field(86_400, ge=1, description="Seconds a score stays in Redis.")
+    embedding_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="In-memory cache of bi-encoder document embeddings, in MiB (0 turns it off); shared through Redis too when --redis-url is set.",
+    )
 
     # Security
     api_keys: CommaList = Field(
@@ -176,7 +201,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (off when empty)."
     )
 
-    @field_validator("model", "api_keys", "admin_keys", "cors_origins", mode="before")
+    @field_validator(
+        "model", "api_keys", "admin_keys", "cors_origins", "image_url_hosts", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         items = [value] if isinstance(value, str) else value
@@ -211,6 +238,15 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return bool(
             self.api_keys or self.api_keys_file or self.jwt_secret or self.jwt_public_key_file
+        )
+
+    def image_policy(self) -> ImagePolicy:
+        return ImagePolicy(
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+            url_hosts=frozenset(host.lower() for host in self.image_url_hosts),
+            allow_private=self.image_url_allow_private,
+            timeout=self.image_url_timeout,
         )
 
     @property

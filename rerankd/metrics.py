@@ -110,10 +110,22 @@ class Metrics:
             "rerankd_cache_entries", "Scores held by the in-memory cache.", registry=r
         )
         self.cache_hits = Counter(
-            "rerankd_cache_hits", "Scores found in the cache.", ["backend"], registry=r
+            "rerankd_cache_hits",
+            "Cache hits: scores (cross-encoders) or embeddings (bi-encoders), by kind.",
+            ["backend", "kind"],
+            registry=r,
         )
         self.cache_misses = Counter(
-            "rerankd_cache_misses", "Scores not in the cache.", ["backend"], registry=r
+            "rerankd_cache_misses",
+            "Cache misses, by backend and kind (score or embedding).",
+            ["backend", "kind"],
+            registry=r,
+        )
+        self.embedded = Counter(
+            "rerankd_embedded",
+            "Inputs a bi-encoder embedded, by kind (text or image).",
+            ["model", "kind"],
+            registry=r,
         )
         self.cache_errors = Counter(
             "rerankd_cache_errors",

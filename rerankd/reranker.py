@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rerankd.batching import run_sorted
+from rerankd.documents import Document, check_documents, check_modalities
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
 from rerankd.engine.options import default_batch_tokens, default_cache_dir
 from rerankd.errors import InvalidInput
+from rerankd.images import ImagePolicy, decode_request, load_inline
 from rerankd.models import ModelSpec
-from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
+from rerankd.ranking import RankedDocument, check_top_n, rank
 
 
 class Reranker:
@@ -55,7 +57,7 @@ class Reranker:
 
     def score(
         self,
-        pairs: Iterable[tuple[str, str]],
+        pairs: Iterable[tuple[str | Document, str | Document]],
         *,
         raw: bool = False,
         policy: LongDocPolicy | None = None,
@@ -66,13 +68,13 @@ class Reranker:
         if not pairs:
             return np.empty((0,), dtype=np.float64)
         scores = np.empty(len(pairs), dtype=np.float64)
-        by_query: dict[str, list[int]] = {}
+        by_query: dict[str | Document, list[int]] = {}
         for position, pair in enumerate(pairs):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise InvalidInput(f"pairs[{position}] must be a (query, document) pair")
             by_query.setdefault(pair[0], []).append(position)
         for query, positions in by_query.items():
-            checked_query, documents = check_inputs(query, [pairs[p][1] for p in positions])
+            checked_query, documents = self._check(query, [pairs[p][1] for p in positions])
             scores[positions] = self._scores(
                 checked_query, documents, raw, policy or LongDocPolicy(), instruction
             )
@@ -80,8 +82,8 @@ class Reranker:
 
     def rerank(
         self,
-        query: str,
-        documents: list[str],
+        query: str | Document,
+        documents: Sequence[str | Document],
         top_n: int | None = None,
         *,
         raw: bool = False,
@@ -89,22 +91,38 @@ class Reranker:
         instruction: str | None = None,
     ) -> list[RankedDocument]:
         """The documents ordered by relevance to the query, best first."""
-        query, documents = check_inputs(query, documents)
-        top = check_top_n(top_n, len(documents))
-        scores = self._scores(query, documents, raw, policy or LongDocPolicy(), instruction)
-        return rank(scores, documents, top)
+        checked_query, checked = self._check(query, documents)
+        top = check_top_n(top_n, len(checked))
+        scores = self._scores(checked_query, checked, raw, policy or LongDocPolicy(), instruction)
+        return rank(scores, checked, top)
+
+    def _check(self, query: object, documents: object) -> tuple[Document, list[Document]]:
+        """Plain strings become text documents, once; then what the model cannot read is refused."""
+        checked_query, checked = check_documents(query, documents)
+        check_modalities(self.model, self.engine.family.modalities, checked_query, checked)
+        return checked_query, checked
 
     def _scores(
         self,
-        query: str,
-        documents: list[str],
+        query: Document,
+        documents: list[Document],
         raw: bool,
         policy: LongDocPolicy,
         instruction: str | None,
     ) -> np.ndarray:
-        """Scores of inputs already checked by `check_inputs`."""
+        """Scores of inputs already checked by `_check`."""
         instruction = self.engine.instruction_for(instruction)
-        plan = self.engine.plan(query, documents, policy, instruction)
+        limits = ImagePolicy()
+        loaded = [
+            load_inline(document, where, limits.max_bytes)
+            for where, document in [("query", query), *_numbered(documents)]
+        ]
+        ready = decode_request(loaded[0], list(enumerate(loaded[1:])), limits.max_pixels)
+        plan = self.engine.plan(ready[0], ready[1:], policy, instruction)
         outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
         return scores if raw else self.engine.normalize(scores)
+
+
+def _numbered(documents: list[Document]) -> list[tuple[str, Document]]:
+    return [(f"documents[{i}]", d) for i, d in enumerate(documents)]

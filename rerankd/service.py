@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rerankd.admission import estimate_tokens
-from rerankd.cache import MemoryCache, RedisCache, ScoreCache, TieredCache, score_key
+from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
 from rerankd.config import Settings
-from rerankd.engine import LongDocPolicy
+from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
+from rerankd.embeddings import Combine, EmbeddingScorer
+from rerankd.engine import Engine, LongDocPolicy
 from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
+from rerankd.families import EmbeddingFamily
+from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
-from rerankd.ranking import RankedDocument, check_inputs, check_top_n, rank
+from rerankd.ranking import RankedDocument, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
 from rerankd.scripts import script_notice
 
@@ -28,10 +32,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RerankRequest:
-    """A rerank call in dialect-free form."""
+    """A rerank call in dialect-free form; the edges turn plain strings into documents."""
 
-    query: str
-    documents: list[str]
+    query: Document
+    documents: list[Document]
     model: str | None = None
     top_n: int | None = None
     clamp_top_n: bool = False  # Cohere semantics: a top_n above the count means all
@@ -61,6 +65,8 @@ class RerankService:
         self.metrics = metrics or Metrics()
         self.registry = ModelRegistry(settings, self.metrics)
         self.cache: ScoreCache | None = None
+        self.images = ImageLoader(settings.image_policy())
+        self.embedder = EmbeddingScorer(None, self.images, self.metrics)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -69,30 +75,28 @@ class RerankService:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
         self.cache = self._make_cache()
+        s = self.settings
+        self.embedder.cache = tiered(
+            EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+        )
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
         await self.registry.close()
-        if self.cache is not None:
-            await self.cache.close()
+        caches: list[ScoreCache | EmbeddingCache | None] = [self.cache, self.embedder.cache]
+        for cache in caches:
+            if cache is not None:
+                await cache.close()
+        await self.images.close()
 
     def _make_cache(self) -> ScoreCache | None:
-        memory = (
-            MemoryCache(self.settings.cache_entries, self.metrics)
-            if self.settings.cache_entries
-            else None
-        )
-        shared = (
-            RedisCache(self.settings.redis_url, self.settings.redis_ttl, self.metrics)
-            if self.settings.redis_url
-            else None
-        )
+        s = self.settings
+        cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
+        memory = cache.memory if cache is not None else None
         if memory is not None:
             self.metrics.cache_entries.set_function(lambda: len(memory))
-        if memory is None and shared is None:
-            return None
-        return TieredCache(memory, shared)
+        return cache
 
     # Requests --------------------------------------------------------------------------
 
@@ -128,39 +132,89 @@ class RerankService:
         return list(await asyncio.gather(*(self.rerank(r) for r in requests)))
 
     async def _rerank(self, request: RerankRequest, served: ModelHandle) -> RerankResult:
-        query, documents = check_inputs(request.query, request.documents)
+        query, documents = check_documents(request.query, request.documents)
         self._check_limits(query, documents)
+        check_modalities(served.name, served.engine.family.modalities, query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
         instruction = served.engine.instruction_for(request.instruction)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
-            logger.debug("rerank input", extra={"query": query, "documents": documents})
-
-        unique: dict[str, int] = {}
-        for document in documents:
-            unique.setdefault(document, len(unique))
-        texts = list(unique)
-        raw = np.empty(len(texts), dtype=np.float64)
+            logger.debug(
+                "rerank input",
+                extra={"query": _loggable(query), "documents": [_loggable(d) for d in documents]},
+            )
+        loaded_query, loaded = await self.images.load(query, documents)
         inputs = (*policy.cache_key(), instruction)  # everything besides the texts that scores see
-        keys = [score_key(served.identity, inputs, query, text) for text in texts]
-        found = await self.cache.get_many(keys) if self.cache else [None] * len(texts)
+
+        unique: dict[str, int] = {}  # content hash -> position among the distinct documents
+        firsts: list[tuple[int, Loaded]] = []  # each distinct document, with its first index
+        for index, document in enumerate(loaded):
+            if unique.setdefault(document.digest, len(unique)) == len(firsts):
+                firsts.append((index, document))
+        if served.engine.family.embeds:
+            engine = served.engine
+            embedded = await self.embedder.score(
+                model=served.name,
+                identity=served.identity,
+                inputs=inputs,
+                query=loaded_query,
+                documents=firsts,
+                plan=lambda q, docs: engine.plan(q, docs, policy, instruction),
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                combine=_combine_rows(engine),
+            )
+            raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
+        else:
+            raw, tokens, cached = await self._scores(
+                served, loaded_query, firsts, inputs, policy, request
+            )
+
+        per_document = raw[[unique[d.digest] for d in loaded]]
+        final = per_document if request.raw_scores else served.engine.normalize(per_document)
+        texts = [d.text for d in documents if isinstance(d, TextDocument)]
+        query_text = query.text if isinstance(query, TextDocument) else ""
+        notice = script_notice(served.name, served.engine.model.source, query_text, texts)
+        return RerankResult(
+            model=served.name,
+            results=rank(final, documents, top_n),
+            documents=len(documents),
+            tokens=tokens,
+            cached=cached,
+            warnings=[notice] if notice else [],
+        )
+
+    async def _scores(
+        self,
+        served: ModelHandle,
+        query: Loaded,
+        firsts: list[tuple[int, Loaded]],
+        inputs: tuple[object, ...],
+        policy: LongDocPolicy,
+        request: RerankRequest,
+    ) -> tuple[np.ndarray, int, int]:
+        """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
+        raw = np.empty(len(firsts), dtype=np.float64)
+        keys = [score_key(served.identity, inputs, query.digest, d.digest) for _, d in firsts]
+        found = await self.cache.get_many(keys) if self.cache else [None] * len(firsts)
         missing = [i for i, value in enumerate(found) if value is None]
         for i, value in enumerate(found):
             if value is not None:
                 raw[i] = value
-
         tokens = 0
         if missing:
             engine = served.engine
             chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
             served.batcher.admit(
                 estimate_tokens(
-                    len(query), (len(texts[i]) for i in missing), engine.max_length, chunks
+                    _chars(query),
+                    (_chars(firsts[i][1]) for i in missing),
+                    engine.max_length,
+                    chunks,
                 )
             )  # refuse an overloaded request before paying for its tokenization
-            plan = await asyncio.to_thread(
-                engine.plan, query, [texts[i] for i in missing], policy, instruction
-            )
+            todo = await self.images.decode_request(query, [firsts[i] for i in missing])
+            instruction = engine.instruction_for(request.instruction)
+            plan = await asyncio.to_thread(engine.plan, todo[0], todo[1:], policy, instruction)
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores
@@ -169,18 +223,7 @@ class RerankService:
                 await self.cache.set_many(
                     {keys[i]: float(s) for i, s in zip(missing, scores, strict=True)}
                 )
-
-        per_document = raw[[unique[d] for d in documents]]
-        final = per_document if request.raw_scores else served.engine.normalize(per_document)
-        notice = script_notice(served.name, served.engine.model.source, query, documents)
-        return RerankResult(
-            model=served.name,
-            results=rank(final, documents, top_n),
-            documents=len(documents),
-            tokens=tokens,
-            cached=len(texts) - len(missing),
-            warnings=[notice] if notice else [],
-        )
+        return raw, tokens, len(firsts) - len(missing)
 
     def check_document_count(self, count: int) -> None:
         if count > self.settings.max_documents:
@@ -188,15 +231,17 @@ class RerankService:
                 f"{count} documents sent; at most {self.settings.max_documents} per request"
             )
 
-    def _check_limits(self, query: str, documents: list[str]) -> None:
+    def _check_limits(self, query: Document, documents: list[Document]) -> None:
         s = self.settings
         self.check_document_count(len(documents))
-        if len(query) > s.max_query_chars:
-            raise PayloadTooLarge(f"query has {len(query)} characters; at most {s.max_query_chars}")
+        if isinstance(query, TextDocument) and len(query.text) > s.max_query_chars:
+            raise PayloadTooLarge(
+                f"query has {len(query.text)} characters; at most {s.max_query_chars}"
+            )
         for index, document in enumerate(documents):
-            if len(document) > s.max_document_chars:
+            if isinstance(document, TextDocument) and len(document.text) > s.max_document_chars:
                 raise PayloadTooLarge(
-                    f"documents[{index}] has {len(document)} characters; at most {s.max_document_chars}"
+                    f"documents[{index}] has {len(document.text)} characters; at most {s.max_document_chars}"
                 )
 
     def _policy(self, request: RerankRequest) -> LongDocPolicy:
@@ -219,3 +264,19 @@ class RerankService:
             for handle in self.registry.handles()
             if handle.engines
         ]
+
+
+def _loggable(document: Document) -> object:
+    """Text as it is; an image as a short marker (its base64 is no use in a log)."""
+    return document.text if isinstance(document, TextDocument) else "<image>"
+
+
+def _chars(document: Loaded) -> int:
+    """Characters for the admission estimate; an image's cost is counted when it is queued."""
+    return len(document.text) if isinstance(document, TextDocument) else 0
+
+
+def _combine_rows(engine: Engine) -> Combine:
+    family = engine.family
+    assert isinstance(family, EmbeddingFamily)
+    return family.combine_rows

@@ -22,9 +22,11 @@ from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
 from rerankd.api.fields import Priority, Text, instruction_field
+from rerankd.api.inputs import MultiModal, QueryInput, count, is_image, to_document, to_documents
 from rerankd.api.lenient import WordBool
 from rerankd.api.vllm import VllmFields
 from rerankd.api.voyage import VoyageFields, VoyageResult, render_data
+from rerankd.documents import Document, ImageRef, Rendered, TextDocument
 from rerankd.service import RerankRequest
 
 router = APIRouter(tags=["rerank"])
@@ -34,9 +36,13 @@ class CohereRerankRequest(VoyageFields, VllmFields):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
-    query: Text
-    documents: Annotated[list[Text | JsonObject], Field(json_schema_extra={"minItems": 1})] = Field(
-        description="Strings, or objects: their `text`, or the `rank_fields`, are read."
+    query: QueryInput = Field(description="Text, {'image': ...}, or one content part (vLLM).")
+    documents: (
+        Annotated[list[Text | JsonObject], Field(json_schema_extra={"minItems": 1})] | MultiModal
+    ) = Field(
+        description="Strings, or objects: their `text`, or the `rank_fields`, are read; "
+        "{'image': base64 or data URL} is an image (Jina); {'content': [parts]} has one "
+        "document per text or image_url part (vLLM)."
     )
     rank_fields: list[StrictStr] | None = Field(
         None, description="Cohere v1: the object fields to rank on (see rerankd.api.documents)."
@@ -59,18 +65,32 @@ class CohereRerankRequest(VoyageFields, VllmFields):
     instruction: StrictStr | None = instruction_field()
     priority: Priority = 0
 
-    def texts(self) -> list[str]:
-        return render_all(self.documents, self.rank_fields, default_fields="text")
+    def internal_documents(self) -> list[Document]:
+        """Text as `rank_fields` renders it; `{"image": ...}` objects and parts as images."""
+        if isinstance(self.documents, MultiModal):
+            return to_documents(self.documents)
+        images = {i: d["image"] for i, d in enumerate(self.documents) if is_image(d)}
+        texts = render_all(
+            ["" if i in images else d for i, d in enumerate(self.documents)],
+            self.rank_fields,
+            default_fields="text",
+        )
+        return [
+            ImageRef(images[i]) if i in images else TextDocument(text)
+            for i, text in enumerate(texts)
+        ]
 
-    def sent(self, index: int) -> JsonObject:
+    def sent(self, index: int, rendered: Rendered) -> JsonObject:
         """A document as Cohere returns it: `{text}` for a string, else the object as sent."""
+        if isinstance(self.documents, MultiModal):
+            return {"text": rendered} if isinstance(rendered, str) else dict(rendered)
         document = self.documents[index]
         return {"text": document} if isinstance(document, str) else document
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
-            query=self.query,
-            documents=self.texts(),
+            query=to_document(self.query),
+            documents=self.internal_documents(),
             model=self.model,
             top_n=(self.top_n if self.top_n is not None else self.top_k) or None,
             clamp_top_n=True,
@@ -105,7 +125,7 @@ class CohereRerankResponse(BaseModel):
 
 async def rerank(request: Request) -> JSONResponse:
     body = validate(CohereRerankRequest, await read_json(request))
-    request.state.documents = len(body.documents)
+    request.state.documents = count(body.documents)
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
@@ -116,7 +136,11 @@ async def rerank(request: Request) -> JSONResponse:
             "object": "list",
             "model": result.model,
             "results": [
-                {"index": r.index, "relevance_score": r.score, "document": body.sent(r.index)}
+                {
+                    "index": r.index,
+                    "relevance_score": r.score,
+                    "document": body.sent(r.index, r.document),
+                }
                 if body.return_documents
                 else {"index": r.index, "relevance_score": r.score}
                 for r in result.results

@@ -22,6 +22,7 @@ from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
 from rerankd.api.fields import Text, instruction_field
+from rerankd.documents import TextDocument
 from rerankd.errors import InvalidInput
 from rerankd.service import RerankRequest
 
@@ -52,8 +53,11 @@ class MixedbreadRerankRequest(BaseModel):
         if self.top_k == 0:
             raise InvalidInput("top_k must be at least 1, or -1 for all")
         return RerankRequest(
-            query=self.query,
-            documents=render_all(self.input, self.rank_fields, default_fields="all"),
+            query=TextDocument(self.query),
+            documents=[
+                TextDocument(text)
+                for text in render_all(self.input, self.rank_fields, default_fields="all")
+            ],
             model=self.model,
             top_n=None if self.top_k == -1 else self.top_k,
             clamp_top_n=True,

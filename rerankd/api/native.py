@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import Priority, Text, Texts, TopN, instruction_field
+from rerankd.api.fields import Priority, TopN, instruction_field
+from rerankd.api.inputs import DocumentsInput, QueryInput, count, echo, to_document, to_documents
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
@@ -24,8 +25,10 @@ router = APIRouter(tags=["rerank"])
 class NativeRerankRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: Text = Field(description="The search query.")
-    documents: Texts = Field(description="Passages to rank.")
+    query: QueryInput = Field(description="The search query: text, or {'image': ...}.")
+    documents: DocumentsInput = Field(
+        description="Passages to rank: strings, {'text': ...} or {'image': base64 or data URL}."
+    )
     top_n: TopN = Field(None, description="Return only the best N (default: all).")
     return_documents: StrictBool = Field(True, description="Include each document's text.")
     raw_scores: StrictBool = Field(False, description="Raw logits instead of sigmoid scores.")
@@ -44,8 +47,8 @@ class NativeRerankRequest(BaseModel):
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
-            query=self.query,
-            documents=self.documents,
+            query=to_document(self.query),
+            documents=to_documents(self.documents),
             model=self.model,
             top_n=self.top_n,
             raw_scores=self.raw_scores,
@@ -59,7 +62,7 @@ class NativeRerankRequest(BaseModel):
 
 class NativeResult(BaseModel):
     index: int
-    document: str | None = None
+    document: str | dict[str, str] | None = None
     score: float
     relevance_score: float
 
@@ -74,15 +77,15 @@ class Usage(BaseModel):
 
 
 class NativeRerankResponse(BaseModel):
-    query: str
+    query: str | dict[str, str]
     model: str
     results: list[NativeResult]
     usage: Usage
 
 
-def render(query: str, result: RerankResult, return_documents: bool) -> dict[str, Any]:
+def render(query: QueryInput, result: RerankResult, return_documents: bool) -> dict[str, Any]:
     return {
-        "query": query,
+        "query": echo(query),
         "model": result.model,
         "results": [
             {"index": r.index, "document": r.document, "score": r.score, "relevance_score": r.score}
@@ -114,7 +117,7 @@ async def rerank(request: Request) -> JSONResponse:
         request.state.dialect = TEI_DIALECT
         return await tei.rerank(request, validate(tei.TeiRerankRequest, data))
     body = validate(NativeRerankRequest, data)
-    request.state.documents = len(body.documents)
+    request.state.documents = count(body.documents)
     result = await state.service(request).rerank(body.to_internal())
     request.state.model = result.model
     request.state.tokens = result.tokens
@@ -125,8 +128,8 @@ async def rerank(request: Request) -> JSONResponse:
 class BatchQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    query: Text
-    documents: Texts
+    query: QueryInput
+    documents: DocumentsInput
     top_n: TopN = None
 
 
@@ -160,8 +163,8 @@ async def batch_rerank(request: Request) -> JSONResponse:
     request.state.documents = total
     internal = [
         RerankRequest(
-            query=q.query,
-            documents=q.documents,
+            query=to_document(q.query),
+            documents=to_documents(q.documents),
             top_n=q.top_n,
             model=body.model,
             raw_scores=body.raw_scores,

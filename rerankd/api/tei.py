@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 
 from rerankd.api import state
 from rerankd.api.fields import Text, Texts
+from rerankd.documents import TextDocument
 from rerankd.service import RerankRequest
 
 
@@ -33,8 +34,8 @@ class TeiResult(BaseModel):
 async def rerank(request: Request, body: TeiRerankRequest) -> JSONResponse:
     request.state.documents = len(body.texts)
     internal = RerankRequest(
-        query=body.query,
-        documents=body.texts,
+        query=TextDocument(body.query),
+        documents=[TextDocument(text) for text in body.texts],
         raw_scores=body.raw_scores,
         strategy="truncate",
         truncation_direction=body.truncation_direction.lower(),

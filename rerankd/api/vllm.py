@@ -25,6 +25,7 @@ from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES
 from rerankd.api.fields import Text
 from rerankd.api.lenient import WordBool
+from rerankd.documents import TextDocument
 from rerankd.errors import InvalidInput
 from rerankd.service import RerankRequest
 
@@ -156,8 +157,8 @@ async def score(request: Request) -> JSONResponse:
         groups.setdefault(query, []).append(index)
     internal = [
         RerankRequest(
-            query=query,
-            documents=[pairs[i][1] for i in indexes],
+            query=TextDocument(query),
+            documents=[TextDocument(pairs[i][1]) for i in indexes],
             model=body.model,
             raw_scores=body.raw(False),
             max_tokens_per_doc=body.token_cap(None),

@@ -35,6 +35,10 @@ class PaddedBatch:
             token_type_ids[row, span] = seq.type_ids
         return cls(input_ids, attention_mask, token_type_ids)
 
+    def inputs(self, names: list[str]) -> dict[str, np.ndarray]:
+        """The arrays a model takes, by input name."""
+        return {name: getattr(self, name) for name in names}
+
     @property
     def padded_tokens(self) -> int:
         return int(self.input_ids.size)
@@ -42,6 +46,13 @@ class PaddedBatch:
     @property
     def real_tokens(self) -> int:
         return int(self.attention_mask.sum())
+
+
+class Batch(Protocol):
+    """What a backend runs: named input arrays (a `PaddedBatch`, or a family's own batch,
+    such as images' pixel values)."""
+
+    def inputs(self, names: list[str]) -> dict[str, np.ndarray]: ...
 
 
 class Backend(Protocol):
@@ -54,7 +65,7 @@ class Backend(Protocol):
 
     description: str
 
-    def run(self, batch: PaddedBatch) -> np.ndarray: ...
+    def run(self, batch: Batch) -> np.ndarray: ...
 
     def close(self) -> None:
         """Release the model's memory; the backend is not used again."""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from rerankd.engine.backend import Backend, PaddedBatch
+from rerankd.documents import Loaded, Modalities, TextDocument
+from rerankd.engine.backend import Backend
 from rerankd.engine.onnx_backend import Progress
 from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import LongDocPolicy, ScoringPlan
-from rerankd.engine.tokenize import Sequence, TextTokenizer
+from rerankd.engine.tokenize import TextTokenizer
 from rerankd.families import FAMILIES, Limits, ModelFamily
 from rerankd.models import ModelSpec, ResolvedModel, resolve
 
@@ -52,18 +55,24 @@ class Engine:
 
     def plan(
         self,
-        query: str,
-        documents: list[str],
+        query: str | Loaded,
+        documents: Iterable[str | Loaded],
         policy: LongDocPolicy,
         instruction: str | None = None,
     ) -> ScoringPlan:
-        """Sequences for one request; `instruction` must come from `instruction_for`."""
-        return self.family.plan(query, documents, policy, instruction)
+        """Items to run for one request (plain strings are text documents; images must be
+        decoded); `instruction` must come from `instruction_for`."""
+        return self.family.plan_documents(
+            _document(query), [_document(d) for d in documents], policy, instruction
+        )
 
-    def run(self, sequences: list[Sequence]) -> np.ndarray:
-        """Run one batch: pad to its longest sequence and call the backend."""
-        batch = PaddedBatch.pad(sequences, self.family.pad_id, self.family.padding_side)
-        return self.backend.run(batch)
+    @property
+    def modalities(self) -> Modalities:
+        return self.family.modalities
+
+    def run(self, items: list[Any]) -> np.ndarray:
+        """Run one batch of plan items (the family collates them) through the backend."""
+        return self.family.run(self.backend.run, items)
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         """Raw scores -> relevance in [0, 1], the family's way."""
@@ -129,3 +138,7 @@ def load_engine(
         time.perf_counter() - started,
     )
     return engine
+
+
+def _document(value: str | Loaded) -> Loaded:
+    return TextDocument(value) if isinstance(value, str) else value

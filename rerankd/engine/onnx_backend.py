@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rerankd.engine.backend import PaddedBatch
+from rerankd.engine.backend import Batch
 from rerankd.engine.options import EngineOptions
 from rerankd.errors import UnsupportedModel
 from rerankd.models import ResolvedModel
@@ -61,7 +61,7 @@ def ensure_exported(
 
     step = progress or (lambda message: None)
     family = bind_family(model, options)
-    check_int8(family, options)
+    check_exportable(family, options)
     entry = cache_entry(model, options)
     fp32 = entry / "model.onnx"
     if not fp32.is_file():
@@ -77,7 +77,13 @@ def ensure_exported(
     return int8
 
 
-def check_int8(family: ModelFamily, options: EngineOptions) -> None:
+def check_exportable(family: ModelFamily, options: EngineOptions) -> None:
+    """Refuse at once a family that has no ONNX export, or int8 where it is refused."""
+    if family.onnx_refusal:
+        raise UnsupportedModel(
+            f"{family.model.name} ({family.name}) runs with --backend torch only: "
+            f"{family.onnx_refusal}"
+        )
     if options.dtype == "int8" and family.int8_refusal:
         raise UnsupportedModel(
             f"int8 is refused for {family.model.name} ({family.name}): {family.int8_refusal}. "
@@ -135,7 +141,7 @@ class OnnxBackend:
             )
         import onnxruntime as ort
 
-        check_int8(family, options)
+        check_exportable(family, options)
         path = ensure_exported_in_child(model, options, progress)
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.thread_count
@@ -157,11 +163,10 @@ class OnnxBackend:
             served = "float32 (int8 refused by its accuracy probe)"
         self.description = f"onnxruntime {served} on {options.device}"
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
+    def run(self, batch: Batch) -> np.ndarray:
         if self._session is None:
             raise RuntimeError("this backend was closed")
-        feed = {name: getattr(batch, name) for name in self._inputs}
-        return np.asarray(self._session.run(None, feed)[0])
+        return np.asarray(self._session.run(None, batch.inputs(self._inputs))[0])
 
     def close(self) -> None:
         self._session = None

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from rerankd.engine.tokenize import Sequence
 from rerankd.errors import InvalidInput
 
 Strategy = Literal["truncate", "chunk"]
@@ -63,7 +62,7 @@ class ScoringPlan:
     one output row per sequence into one raw score per document.
     """
 
-    sequences: list[Sequence]
+    sequences: list[Any]  # token `Sequence`s, or a family's own items; len() is their cost
     owners: np.ndarray
     n_documents: int
     combine_rows: Callable[[np.ndarray, np.ndarray, int], np.ndarray]

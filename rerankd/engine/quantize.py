@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from rerankd.engine.backend import PaddedBatch
+from rerankd.engine.backend import Batch
 from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import LongDocPolicy
 from rerankd.engine.quantize_probe import PROBE
@@ -343,8 +343,8 @@ class SessionBackend:
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.feeds: list[dict[str, np.ndarray]] = []
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
-        feed = {name: getattr(batch, name) for name in self._inputs}  # as OnnxBackend feeds
+    def run(self, batch: Batch) -> np.ndarray:
+        feed = batch.inputs(list(self._inputs))  # as OnnxBackend feeds
         self.feeds.append(feed)
         return np.asarray(self.session.run(None, feed)[0])
 

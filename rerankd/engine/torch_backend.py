@@ -7,7 +7,7 @@ import gc
 import numpy as np
 import torch
 
-from rerankd.engine.backend import PaddedBatch
+from rerankd.engine.backend import Batch
 from rerankd.engine.options import EngineOptions
 from rerankd.families import ModelFamily
 
@@ -26,12 +26,12 @@ class TorchBackend:
         self._head: torch.nn.Module | None = head.to(self.device)
         self.description = f"torch {options.dtype} on {options.device}"
 
-    def run(self, batch: PaddedBatch) -> np.ndarray:
+    def run(self, batch: Batch) -> np.ndarray:
         if self._head is None:
             raise RuntimeError("this backend was closed")
         inputs = {
-            name: torch.from_numpy(getattr(batch, name)).to(self.device, non_blocking=True)
-            for name in self._input_names
+            name: torch.from_numpy(array).to(self.device, non_blocking=True)
+            for name, array in batch.inputs(self._input_names).items()
         }
         with torch.inference_mode():
             return np.asarray(self._head(**inputs).float().cpu().numpy())

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
 from rerankd.families.bi_encoder import BiEncoder
+from rerankd.families.clip import Clip
 from rerankd.families.cross_encoder import CrossEncoder
+from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
 if TYPE_CHECKING:
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
 
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
-    family.name: family for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, BiEncoder)
+    family.name: family
+    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Clip, Siglip, BiEncoder)
 }
 
 
@@ -56,12 +59,14 @@ __all__ = [
     "FAMILIES",
     "BgeGemmaReranker",
     "BiEncoder",
+    "Clip",
     "CrossEncoder",
     "EmbeddingFamily",
     "Limits",
     "ModelFamily",
     "PairFamily",
     "Qwen3Reranker",
+    "Siglip",
     "check_family_name",
     "family_class",
 ]

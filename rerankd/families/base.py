@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
+from rerankd.documents import TEXT_ONLY, Loaded, Modalities, TextDocument
+from rerankd.engine.backend import Batch, PaddedBatch
 from rerankd.engine.plan import LongDocPolicy, ScoringPlan, windows
 from rerankd.engine.tokenize import Sequence, TextTokenizer
 from rerankd.errors import InvalidInput
@@ -64,6 +66,12 @@ class ModelFamily(ABC):
     padding_side: ClassVar[PaddingSide] = "right"
     # Why int8 is refused for this family, or None when it is allowed.
     int8_refusal: ClassVar[str | None] = None
+    # Why this family runs in torch only (no ONNX export), or None.
+    onnx_refusal: ClassVar[str | None] = None
+    # What the model reads, as the query and as documents (a 400 naming the model otherwise).
+    modalities: ClassVar[Modalities] = TEXT_ONLY
+    # True: documents are embedded apart from the query, so their embeddings can be cached.
+    embeds: ClassVar[bool] = False
 
     def __init__(self, model: ResolvedModel, limits: Limits) -> None:
         self.model = model
@@ -125,6 +133,25 @@ class ModelFamily(ABC):
         self, query: str, documents: list[str], policy: LongDocPolicy, instruction: str | None
     ) -> ScoringPlan:
         """The sequences to run for one request; `instruction` comes from `instruction_for`."""
+
+    def plan_documents(
+        self,
+        query: Loaded,
+        documents: list[Loaded],
+        policy: LongDocPolicy,
+        instruction: str | None,
+    ) -> ScoringPlan:
+        """`plan` for typed documents. A text-only family plans from their text (the service
+        has refused anything its `modalities` do not list); image families override this."""
+        return self.plan(_text(query), [_text(d) for d in documents], policy, instruction)
+
+    def run(self, backend_run: Callable[[Batch], np.ndarray], items: list[Any]) -> np.ndarray:
+        """One batch of plan items -> one output row per item: token sequences, padded.
+
+        A family whose items are not all token sequences (images) collates them itself, and
+        may call `backend_run` once per kind of item.
+        """
+        return backend_run(PaddedBatch.pad(items, self.pad_id, self.padding_side))
 
     # Outputs ------------------------------------------------------------------------------
 
@@ -219,10 +246,19 @@ class PairFamily(ModelFamily):
 
 
 class EmbeddingFamily(ModelFamily):
-    """Query and documents embedded apart; the raw score is a cosine, normalised to [0, 1]."""
+    """Query and documents embedded apart; the raw score is a cosine, normalised to [0, 1].
+
+    The service caches document embeddings (`embeds`) and scores them with `combine_rows`.
+    """
+
+    embeds = True
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return np.clip((raw + 1.0) / 2.0, 0.0, 1.0)
+
+    def combine_rows(self, outputs: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+        """Embeddings (the query's first, owner -1) -> one raw score per document."""
+        return combine_embeddings(outputs, owners, count)
 
     def plan(
         self, query: str, documents: list[str], policy: LongDocPolicy, instruction: str | None
@@ -234,8 +270,14 @@ class EmbeddingFamily(ModelFamily):
         if policy.max_tokens_per_doc is not None:
             room = min(room, policy.max_tokens_per_doc)
         return _plan(
-            [query_sequence], encoded[1:], room, policy, tokenizer.single, combine_embeddings
+            [query_sequence], encoded[1:], room, policy, tokenizer.single, self.combine_rows
         )
+
+
+def _text(document: Loaded) -> str:
+    if not isinstance(document, TextDocument):
+        raise InvalidInput(f"this model reads text only, not an {document.kind}")
+    return document.text
 
 
 def _plan(

@@ -139,3 +139,33 @@ class TokenLogitHead(nn.Module):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         score: torch.Tensor = (logits * self.coefficients).sum(dim=1)
         return score
+
+
+class DualTowerHead(nn.Module):
+    """CLIP / SigLIP: token ids -> the text tower's features, or pixel values -> the image
+    tower's, L2-normalised, float32 (transformers' `get_text_features` / `get_image_features`).
+
+    `text_mask=False` leaves the attention mask out, as SigLIP's reference does (its texts are
+    padded to the full length and pooled at the last position).
+    """
+
+    def __init__(self, model: nn.Module, text_mask: bool) -> None:
+        super().__init__()
+        self.model: Any = model  # CLIPModel or SiglipModel: their feature methods
+        self.text_mask = text_mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if pixel_values is not None:
+            weights = next(self.model.parameters())  # fp16/bf16 towers take pixels in their dtype
+            features = self.model.get_image_features(pixel_values=pixel_values.to(weights.dtype))
+        else:
+            mask = attention_mask if self.text_mask else None
+            features = self.model.get_text_features(input_ids=input_ids, attention_mask=mask)
+        pooled = getattr(features, "pooler_output", features)  # transformers 5 returns outputs
+        embedding: torch.Tensor = nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
+        return embedding

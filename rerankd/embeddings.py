@@ -1,0 +1,109 @@
+"""Scoring with a bi-encoder through the embedding cache.
+
+A bi-encoder embeds the query and each document apart, so a document's embedding does not
+depend on the query: computed once, it serves every later query. This path looks up the
+query's and every distinct document's embedding (keyed by model, long-document policy, role
+and content hash), plans and runs only what is missing (decoding only the images that must be
+encoded), stores what it computed, and scores each document by its best chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from rerankd.cache import EmbeddingCache, embedding_key
+from rerankd.documents import Loaded
+from rerankd.engine.plan import ScoringPlan
+from rerankd.images import ImageLoader
+from rerankd.metrics import Metrics
+
+Combine = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+class Submit(Protocol):
+    async def __call__(self, items: list[Any]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    raw: np.ndarray  # one raw score per distinct document
+    tokens: int  # tokens (text) and patches (images) run through the model
+    cached: int  # distinct documents whose embedding came from the cache
+
+
+def split(plan_owners: np.ndarray, outputs: np.ndarray, count: int) -> list[np.ndarray]:
+    """Rows per owner: index 0 is the query (owner -1), then documents 0..count-1."""
+    return [outputs[plan_owners == owner] for owner in range(-1, count)]
+
+
+def stack(query: np.ndarray, documents: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The (outputs, owners) a plan over all documents would have produced."""
+    owners = np.concatenate(
+        [np.array([-1])] + [np.full(len(rows), i) for i, rows in enumerate(documents)]
+    ).astype(np.int64)
+    return np.concatenate([query, *documents]), owners
+
+
+class EmbeddingScorer:
+    def __init__(self, cache: EmbeddingCache | None, images: ImageLoader, metrics: Metrics) -> None:
+        self.cache = cache
+        self.images = images
+        self.metrics = metrics
+
+    async def score(
+        self,
+        *,
+        model: str,
+        identity: tuple[object, ...],
+        inputs: tuple[object, ...],
+        query: Loaded,
+        documents: list[tuple[int, Loaded]],
+        plan: Callable[[Loaded, list[Loaded]], ScoringPlan],
+        submit: Submit,
+        combine: Combine,
+    ) -> Embedded:
+        """`documents` are the distinct ones with their first index in the request; `plan`
+        (run in a worker thread) puts the query first with owner -1; `combine` is the
+        family's rule from (embeddings, owners) to one raw score per document."""
+        keys = [embedding_key(identity, inputs, "query", query.digest)] + [
+            embedding_key(identity, inputs, "document", d.digest) for _, d in documents
+        ]
+        found: list[np.ndarray | None] = (
+            await self.cache.get_many(keys) if self.cache else [None] * len(keys)
+        )
+        missing = [i for i in range(len(documents)) if found[i + 1] is None]
+        tokens = 0
+        if found[0] is None or missing:
+            todo = await self.images.decode_request(query, [documents[i] for i in missing])
+            built = await asyncio.to_thread(plan, todo[0], todo[1:])
+            items, owners = built.sequences, built.owners
+            keep = owners >= 0 if found[0] is not None else np.ones(len(owners), dtype=bool)
+            run = [item for item, kept in zip(items, keep, strict=True) if kept]
+            outputs = await submit(run)
+            tokens = sum(len(item) for item in run)
+            rows = split(owners[keep], outputs, len(missing))
+            fresh: dict[str, np.ndarray] = {}
+            if found[0] is None:
+                found[0] = fresh[keys[0]] = rows[0][0:1]
+                self._count(model, query, 1)
+            for position, i in enumerate(missing):
+                found[i + 1] = fresh[keys[i + 1]] = rows[position + 1]
+                self._count(model, documents[i][1], 1)
+            if self.cache:
+                await self.cache.set_many(fresh)
+        query_row = found[0]
+        assert query_row is not None
+        outputs, owners = stack(query_row, [row for row in found[1:] if row is not None])
+        return Embedded(
+            raw=combine(outputs, owners, len(documents)),
+            tokens=tokens,
+            cached=len(documents) - len(missing),
+        )
+
+    def _count(self, model: str, document: Loaded, count: int) -> None:
+        self.metrics.embedded.labels(model, document.kind).inc(count)
