@@ -175,8 +175,13 @@ def selectors(promql, expr: str) -> list:
 def test_every_metric_used_exists_in_metrics_output(promql, rerankd: ServerProcess) -> None:
     names, labels, samples = exposed(rerankd)
     assert "rerankd_requests_total" in names
-    # The server runs as deployed, with the Redis cache: both cache backends report.
-    backends = {s.labels["backend"] for s in samples if s.name.startswith("rerankd_cache_")}
+    # The server runs as deployed, with the Redis cache: both cache backends report
+    # (hits/misses/errors carry `backend`; the in-memory size gauge has no such label).
+    backends = {
+        s.labels["backend"]
+        for s in samples
+        if s.name.startswith("rerankd_cache_") and "backend" in s.labels
+    }
     assert {"memory", "redis"} <= backends
     allowed = recorded_names() | PROMETHEUS_SERIES
     missing, bad_labels = set(), set()
