@@ -83,6 +83,9 @@ async def test_document_text_is_logged_only_at_debug(
 
     service = RerankService(Settings(model=[str(bert_model)], max_length=64))
     await asyncio.to_thread(service.load)
+    # Capture on rerankd's own logger: an in-process `logs.configure` by an earlier test
+    # replaces the root handlers, caplog's among them.
+    logging.getLogger("rerankd").addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.INFO, logger="rerankd"):
             await service.rerank(RerankRequest("q", ["private zebra passage"]))
@@ -91,4 +94,5 @@ async def test_document_text_is_logged_only_at_debug(
             await service.rerank(RerankRequest("q", ["private zebra passage two"]))
         assert any("zebra" in str(vars(record)) for record in caplog.records)
     finally:
+        logging.getLogger("rerankd").removeHandler(caplog.handler)
         await service.close()
