@@ -423,11 +423,11 @@ class DynamicBatcher(Generic[Item]):
         by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)
-        for job, positions in by_job.items():
-            job.deliver([entries[p].row for p in positions], outputs[positions])
-        if self._observer:
+        if self._observer:  # before delivering: a response never runs ahead of its metrics
             longest = entries[-1].length
             real = sum(e.length for e in entries)
             self._observer.batch_done(
                 len(entries), len(by_job), longest * len(entries), real, elapsed
             )
+        for job, positions in by_job.items():
+            job.deliver([entries[p].row for p in positions], outputs[positions])
