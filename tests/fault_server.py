@@ -24,16 +24,22 @@ _plan = Engine.plan
 _run = Engine.run
 
 
+def _text(item: object) -> str:
+    """A plain string, or a typed document's text (images have none)."""
+    return item if isinstance(item, str) else str(getattr(item, "text", "") or "")
+
+
 def _faulty_plan(
-    self: Engine, query: str, documents: list[str], policy: Any, instruction: str | None = None
+    self: Engine, query: Any, documents: Any, policy: Any, instruction: str | None = None
 ) -> Any:
-    if CRASH in query:
+    documents = list(documents)
+    if CRASH in _text(query):
         raise RuntimeError("secret planner internals: /srv/weights")
     plan = _plan(self, query, documents, policy, instruction)
     for sequence, owner in zip(plan.sequences, plan.owners, strict=True):
         if owner >= 0:
             for marker in (RAISE, HANG):
-                if marker in documents[owner]:
+                if marker in _text(documents[owner]):
                     _marked[id(sequence)] = marker
     return plan
 
@@ -47,10 +53,12 @@ def _faulty_run(self: Engine, sequences: list[Any]) -> Any:
     return _run(self, sequences)
 
 
-Engine.plan = _faulty_plan  # type: ignore[method-assign]
-Engine.run = _faulty_run  # type: ignore[method-assign]
-
 if __name__ == "__main__":
+    # Only the server process this module runs as is faulty: tests that import its markers
+    # keep the real engine.
+    Engine.plan = _faulty_plan  # type: ignore[method-assign]
+    Engine.run = _faulty_run  # type: ignore[method-assign]
+
     from rerankd.cli import main
 
     main()
