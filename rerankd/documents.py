@@ -88,6 +88,8 @@ def as_document(value: object, where: str) -> Document:
         raise InvalidInput(
             f"{where} is empty" + ("" if where == "query" else " or whitespace only")
         )
+    if isinstance(document, TextDocument):
+        _check_encodable(document.text, where)
     if isinstance(document, ImageRef) and not document.source.strip():
         raise InvalidInput(f"{where} is an empty image")
     return document
