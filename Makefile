@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system-deps serve test lint audit format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0   # the CPU build; first, so nothing pulls a CUDA one
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
