@@ -24,6 +24,17 @@ def default_data_dir() -> Path:
     return Path(base) / "rerankd"
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = (
+        os.environ.get("HF_HOME")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    )
+    return Path(home) / "hub"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANKD_", extra="forbid", frozen=True)
 
@@ -78,6 +89,17 @@ class Settings(BaseSettings):
     )
     cpu_cores: int | None = Field(
         None, ge=1, description="CPU cores that models launched side by side share (default: all)."
+    )
+    model_roots: CommaList = Field(
+        default_factory=list,
+        description="Directories under which registrations' model_uri may point (default: the data directory and the Hugging Face cache).",
+    )
+    open_registry: bool = Field(
+        False,
+        description="Let callers without an admin credential change the registry on a server that listens beyond loopback.",
+    )
+    model_load_timeout: float = Field(
+        600.0, gt=0, description="Seconds a runtime model launch may take to load before it fails."
     )
 
     # Server
@@ -191,6 +213,10 @@ class Settings(BaseSettings):
     jwt_admin_scope: str = Field(
         "rerankd:admin", description="JWT scope that may change the model registry."
     )
+    server_secret: str | None = Field(
+        None,
+        description="Secret that keys the names of API keys in logs and /info (default: derived from the configured keys).",
+    )
     auth_ops: bool = Field(
         False, description="Require credentials on /health, /metrics and /info too."
     )
@@ -202,7 +228,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "model", "api_keys", "admin_keys", "cors_origins", "image_url_hosts", mode="before"
+        "model",
+        "api_keys",
+        "admin_keys",
+        "cors_origins",
+        "image_url_hosts",
+        "model_roots",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -224,7 +256,34 @@ class Settings(BaseSettings):
             self.engine_options(device)  # raises ValueError on a bad combination
         if not self.model:
             raise ValueError("at least one --model is needed")
+        if self.api_keys_file is not None:
+            self.file_keys()  # an empty or unreadable keys file must not leave the server open
         return self
+
+    def file_keys(self) -> list[str]:
+        """The keys in `--api-keys-file`; `ValueError` naming the file when it has none."""
+        path = self.api_keys_file
+        if path is None:
+            return []
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(f"--api-keys-file {path} cannot be read ({reason})") from None
+        keys = [
+            line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not keys:
+            raise ValueError(
+                f"--api-keys-file {path} holds no key (only blank lines or comments); "
+                "the server would run without authentication"
+            )
+        return keys
+
+    def allowed_model_roots(self) -> list[Path]:
+        """Where registrations' `model_uri` may point, symlinks resolved."""
+        roots = [Path(root) for root in self.model_roots] or [self.data_dir, hf_cache_dir()]
+        return [root.expanduser().resolve() for root in roots]
 
     @property
     def devices(self) -> list[str]:

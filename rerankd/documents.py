@@ -89,13 +89,13 @@ def as_document(value: object, where: str) -> Document:
             f"{where} is empty" + ("" if where == "query" else " or whitespace only")
         )
     if isinstance(document, TextDocument):
-        _check_encodable(document.text, where)
+        check_encodable(document.text, where)
     if isinstance(document, ImageRef) and not document.source.strip():
         raise InvalidInput(f"{where} is an empty image")
     return document
 
 
-def _check_encodable(text: str, name: str) -> None:
+def check_encodable(text: str, name: str) -> None:
     """JSON can carry lone surrogates (`"\\ud800"`); no tokenizer or cache key can take them."""
     if text.isascii():
         return

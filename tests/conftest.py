@@ -14,6 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-cache-")
 # Registrations persisted by servers without --data-dir go to a fresh directory too.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-data-")
+# Registrations may point only under --model-roots; the test models are built under the
+# system temp directory. Tests of the roots themselves pass their own --model-roots.
+os.environ.setdefault("RERANKD_MODEL_ROOTS", tempfile.gettempdir())
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ class SchemaMismatch(InvalidInput):
     status = 422
 
 
+TOO_DEEP = "the body's JSON is nested too deeply; no request field nests more than a few levels"
+
 # curl's `-d` sends form-urlencoded unless told otherwise; README-style examples must work.
 _ACCEPTED_TYPES = {"", "application/json", "application/x-www-form-urlencoded"}
 
@@ -47,6 +49,8 @@ async def read_json(request: Request) -> Any:
         raise InvalidInput(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:  # the C parser's own guard against `[[[[...` a hundred thousand deep
+        raise InvalidInput(TOO_DEEP) from None
 
 
 def validate(model: type[Model], data: Any) -> Model:
@@ -56,6 +60,8 @@ def validate(model: type[Model], data: Any) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         raise SchemaMismatch(describe_validation_error(exc.errors())) from None
+    except RecursionError:  # parsed, but too deep to walk
+        raise InvalidInput(TOO_DEEP) from None
 
 
 BODY_MODELS: list[type[BaseModel]] = []  # added to the OpenAPI components by the app

@@ -108,7 +108,10 @@ class RequestGuard:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
             raise self._too_large()
-        if path in PUBLIC_PATHS or (path in OPS_PATHS and not self.settings.auth_ops):
+        if path in PUBLIC_PATHS:
+            return
+        if path in OPS_PATHS and not self.settings.auth_ops:
+            self._identify(scope, headers)  # open, but an admin credential sees more of /info
             return
         if self.lifecycle.draining and path not in OPS_PATHS:
             raise NotReady("the server is shutting down")
@@ -128,6 +131,13 @@ class RequestGuard:
             except RerankError:
                 self.metrics.rejected.labels("rate_limited").inc()
                 raise
+
+    def _identify(self, scope: Scope, headers: dict[str, str]) -> None:
+        """On an open route, who is calling if they say so; a wrong credential is anonymous."""
+        token = credential(headers)
+        if token and self.authenticator is not None and self.authenticator.enabled:
+            with contextlib.suppress(RerankError):
+                scope["state"]["principal"] = self.authenticator.authenticate(token)
 
     def _limit_body(self, receive: Receive) -> Receive:
         """Bound the body in bytes and in time.

@@ -21,9 +21,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rerankd.api import state
+from rerankd.api.access import is_admin, require_admin
 from rerankd.api.errors import ERROR_RESPONSES, ErrorBody
-from rerankd.api.security import Principal
-from rerankd.errors import Forbidden, Unauthorized
+from rerankd.models.files import check_model_uri
 from rerankd.registry import LaunchRequest, ModelHandle, Registration
 from rerankd.registry.registry import Entry, ModelRegistry
 
@@ -101,27 +101,6 @@ class RegistrationInfo(BaseModel):
 # Access ----------------------------------------------------------------------------------
 
 
-def require_admin(request: Request) -> str:
-    """Who may change the registry; returns their name for the change log.
-
-    An open server (no credentials configured at all) lets anyone change it, as it lets anyone
-    rerank; otherwise only admin keys, or JWTs with the admin scope, may.
-    """
-    settings = state.settings(request)
-    principal: Principal | None = getattr(request.state, "principal", None)
-    who = principal.name if principal else "unknown"
-    if not settings.auth_enabled and not settings.admin_enabled:
-        return who
-    if principal is None or not principal.authenticated:
-        raise Unauthorized("registry changes need an admin credential")
-    if not principal.admin:
-        raise Forbidden(
-            "this credential may rerank but not change the model registry; use an admin key "
-            f"(--admin-keys) or a JWT with scope {settings.jwt_admin_scope!r}"
-        )
-    return who
-
-
 def _registry(request: Request) -> ModelRegistry:
     return state.service(request).registry
 
@@ -161,6 +140,8 @@ async def register_model(request: Request, model_type: str, body: RegisterBody) 
         raise RequestValidationError(
             [{**e, "loc": ("body", "model", *e["loc"])} for e in exc.errors()]
         ) from None
+    if registration.model_uri:  # only directories under --model-roots, symlinks resolved
+        check_model_uri(registration.model_uri, state.settings(request).allowed_model_roots())
     entry = _registry(request).register(
         registration, persist=body.persist, replace=body.replace, by=who
     )
@@ -267,4 +248,10 @@ async def terminate_model(request: Request, model_uid: str) -> TerminateResult:
 
 
 def _card(request: Request, handle: ModelHandle) -> ModelCard:
-    return ModelCard(**handle.describe(), address=str(request.base_url).rstrip("/"))
+    described = handle.describe()
+    if not is_admin(request):  # where the files are and who launched it: admins only
+        described = {k: v for k, v in described.items() if k not in _ADMIN_FIELDS}
+    return ModelCard(**described, address=str(request.base_url).rstrip("/"))
+
+
+_ADMIN_FIELDS = frozenset({"launched_by", "source"})

@@ -12,8 +12,13 @@ from pydantic import BaseModel
 
 import rerankd
 from rerankd.api import state
+from rerankd.api.access import is_admin
+from rerankd.registry.handle import ModelState
 
 router = APIRouter(tags=["operations"])
+
+# What /info says of each model to a caller who is not an admin: no paths, no launcher.
+PUBLIC_MODEL_FIELDS = ("name", "state", "family", "max_length", "revision", "backend", "dtype")
 
 
 class Health(BaseModel):
@@ -36,18 +41,23 @@ async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "failed", "model_loaded": False}, status_code=503)
     if not service.ready:
         return JSONResponse({"status": "loading", "model_loaded": False}, status_code=503)
+    if not any(h.state is ModelState.READY for h in service.registry.handles()):
+        # Every model was terminated: nothing can be reranked, so a balancer must look away.
+        return JSONResponse({"status": "no model served", "model_loaded": False}, status_code=503)
     return JSONResponse({"status": "ok", "model_loaded": True})
 
 
 @router.get("/info", summary="Server and model information (TEI-like)")
 async def info(request: Request) -> dict[str, Any]:
+    """What any client may know; model paths, the pid, cores and who launched what only for
+    an admin (see `rerankd.api.access`)."""
     service = state.service(request)
     settings = state.settings(request)
     models = service.describe()
     first = models[0] if models else {}
-    return {
+    public = {
         "version": rerankd.__version__,
-        "model_id": first.get("source"),
+        "model_id": first.get("name"),
         "model_sha": first.get("revision"),
         "model_type": "reranker",
         "max_input_length": first.get("max_length"),
@@ -55,6 +65,13 @@ async def info(request: Request) -> dict[str, Any]:
         "max_batch_tokens": settings.batch_tokens,
         "max_concurrent_requests": None,
         "ready": service.ready,
+        "models": [{key: m.get(key) for key in PUBLIC_MODEL_FIELDS} for m in models],
+    }
+    if not is_admin(request):
+        return public
+    return {
+        **public,
+        "model_id": first.get("source"),
         "models": models,
         "pid": os.getpid(),
         # Set by rerankd.asgi under gunicorn/uvicorn: worker count, its source, threads each.

@@ -44,11 +44,10 @@ class Authenticator:
     """
 
     def __init__(self, settings: Settings) -> None:
-        keys = list(settings.api_keys)
-        if settings.api_keys_file:
-            keys += _read_keys(settings.api_keys_file)
+        keys = list(settings.api_keys) + settings.file_keys()
         self._keys = [key.encode() for key in keys if key]
         self._admin_keys = [key.encode() for key in settings.admin_keys if key]
+        self._secret = name_secret(settings.server_secret, self._keys + self._admin_keys)
         self._admin_scope = settings.jwt_admin_scope
         self._jwt_keys: list[tuple[str, str]] = []
         if settings.jwt_secret:
@@ -64,7 +63,7 @@ class Authenticator:
         if not token:
             raise Unauthorized("missing credentials: send Authorization: Bearer <key> or X-API-Key")
         candidate = token.encode()
-        name = "key:" + hashlib.sha256(candidate).hexdigest()[:12]
+        name = "key:" + hmac.new(self._secret, candidate, hashlib.sha256).hexdigest()[:16]
         if _any_equal(candidate, self._admin_keys):
             return Principal(name, authenticated=True, admin=True)
         if _any_equal(candidate, self._keys):
@@ -102,6 +101,19 @@ class Authenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         return claims
+
+
+def name_secret(configured: str | None, keys: list[bytes]) -> bytes:
+    """The HMAC key that names API keys in logs, rate limits and /info.
+
+    A bare hash of a key can be checked against a guessed key by anyone who reads a log; the
+    keyed hash cannot without the secret. Without `--server-secret` it is derived from all the
+    configured keys, so every process with the same keys names a key alike (rate limits in
+    Redis stay shared) while nobody holding fewer than all of them can compute it.
+    """
+    if configured:
+        return configured.encode()
+    return hashlib.sha256(b"rerankd-key-names\0" + b"\0".join(sorted(keys))).digest()
 
 
 def _any_equal(candidate: bytes, keys: list[bytes]) -> bool:
@@ -155,8 +167,3 @@ class RateLimiter:
             if not self._warned:
                 logger.warning("rate-limit storage unavailable, not limiting: %s", exc)
                 self._warned = True
-
-
-def _read_keys(path: Path) -> list[str]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]

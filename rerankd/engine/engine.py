@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rerankd.documents import Loaded, Modalities, TextDocument
+from rerankd.documents import Loaded, Modalities, TextDocument, check_encodable
 from rerankd.engine.backend import Backend
 from rerankd.engine.onnx_backend import Progress
 from rerankd.engine.options import EngineOptions
@@ -50,7 +50,10 @@ class Engine:
         return self.family.takes_instruction
 
     def instruction_for(self, requested: str | None) -> str | None:
-        """The instruction a request runs with; `InvalidInput` if the model takes none."""
+        """The instruction a request runs with; `InvalidInput` if the model takes none, or if
+        it is not well-formed Unicode (a lone surrogate reaches no tokenizer or cache key)."""
+        if requested is not None:
+            check_encodable(requested, "instruction")
         return self.family.instruction_for(requested)
 
     def plan(

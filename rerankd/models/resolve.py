@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rerankd.errors import ModelNotFound
+from rerankd.models.files import check_regular_files
 from rerankd.models.spec import BUILTIN_NAMES, ModelSpec, ResolvedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -22,6 +23,7 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
         path, revision = _builtin_path(), None
     elif Path(spec.source).expanduser().is_dir():
         path, revision = Path(spec.source).expanduser().resolve(), None
+        check_regular_files(path)  # a FIFO named model.bin must not block the loader
     else:
         path, revision = _from_hub(spec)
     from rerankd.families import family_class  # families import engine code that imports us

@@ -52,6 +52,15 @@ class Registration(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _well_formed(cls, data: Any) -> Any:
+        """Every string well-formed Unicode and bounded, extra fields included: a lone
+        surrogate kept here would break every listing and every save after it."""
+        if isinstance(data, dict):
+            check_strings(data, "")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _flatten_model_specs(cls, data: Any) -> Any:
         """Xinference's newer format nests the source under `model_specs`; take the first."""
         if isinstance(data, dict) and not (data.get("model_id") or data.get("model_uri")):
@@ -135,6 +144,41 @@ class Registration(BaseModel):
             family=spec.family,
             instruction=spec.instruction,
         )
+
+
+MAX_STRING = 1024  # characters in any string field but the instruction
+MAX_INSTRUCTION = 16_000
+MAX_ITEMS = 256  # entries of any list or object
+MAX_DEPTH = 8  # nesting of extra fields
+
+
+def check_strings(value: Any, where: str, depth: int = 0) -> None:
+    """`ValueError` naming the field for a lone surrogate, an over-long string or list, or
+    nesting deeper than a registration needs."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where or 'the registration'} nests more than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        limit = MAX_INSTRUCTION if where == "instruction" else MAX_STRING
+        if len(value) > limit:
+            raise ValueError(f"{where} has {len(value):,} characters; at most {limit:,}")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"{where} is not valid Unicode: a lone surrogate at character {exc.start}"
+                ) from None
+    elif isinstance(value, (list, tuple, dict)):
+        if len(value) > MAX_ITEMS:
+            raise ValueError(f"{where or 'the registration'} has more than {MAX_ITEMS} entries")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                check_strings(key, f"{where or 'the registration'} key", depth + 1)
+                check_strings(item, name, depth + 1)
+        else:
+            for index, item in enumerate(value):
+                check_strings(item, f"{where}[{index}]", depth + 1)
 
 
 def builtin_registration() -> Registration:

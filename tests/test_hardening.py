@@ -1,0 +1,196 @@
+"""Hostile configurations and registrations against real servers (issue 21): an empty keys
+file, an open registry beyond loopback, a terminated last model, /info's details, lone
+surrogates and deep nesting, and `model_uri` outside the model roots or holding a FIFO."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.registry_helpers import launch, register, seed_spec
+from tests.server import ServerProcess, free_port, run_server
+
+ADMIN = "admin-key-for-hardening-tests"
+ROUTES = {
+    "/rerank": {"query": "q", "documents": ["a", "b"]},
+    "/v1/rerank": {"query": "q", "documents": ["a", "b"]},
+    "/v1/reranking": {"query": "q", "input": ["a", "b"]},
+    "/batch_rerank": {"queries": [{"query": "q", "documents": ["a", "b"]}]},
+    "/v2/rerank": {"query": "q", "documents": ["a", "b"]},
+}
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory, bert_model: Path) -> Path:
+    """A model root holding a copy of the test model, a FIFO model and a link outside."""
+    root = tmp_path_factory.mktemp("roots")
+    shutil.copytree(bert_model, root / "bert")
+    fifo = root / "fifo-model"
+    shutil.copytree(bert_model, fifo)
+    weights = next(p for p in fifo.iterdir() if p.suffix in (".safetensors", ".bin"))
+    weights.unlink()
+    os.mkfifo(fifo / "model.bin")
+    (root / "escape").symlink_to("/etc", target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(roots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("hardening")
+    args = ["--model", f"{roots / 'bert'}=first", "--max-length", "64"]
+    args += ["--data-dir", str(tmp / "data"), "--model-roots", str(roots)]
+    with run_server(args, log_dir=tmp) as running:
+        yield running
+
+
+def test_lone_surrogate_instruction_is_a_400_on_every_route(server: ServerProcess) -> None:
+    for route, body in ROUTES.items():
+        raw = json.dumps({**body, "instruction": "x"}).replace('"x"', '"\\ud800"')
+        response = httpx.post(
+            server.url + route, content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, (route, response.text)
+        assert "instruction" in response.text
+    assert "Traceback" not in server.logs()
+
+
+def test_deep_nesting_is_a_400(server: ServerProcess) -> None:
+    raw = "[" * 100_000 + "]" * 100_000
+    for route in ROUTES:
+        response = httpx.post(
+            server.url + route, content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, (route, response.status_code)
+        assert "nested too deeply" in response.json()["error"]["message"]
+    nested = '{"query": "q", "documents": ["a"], "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = httpx.post(
+        server.url + "/rerank", content=nested, headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (400, 422)
+    assert "RecursionError" not in server.logs()
+
+
+@pytest.mark.parametrize("field", ["type", "language", "model_id", "instruction", "extra"])
+def test_lone_surrogates_in_registrations_are_refused(
+    server: ServerProcess, roots: Path, field: str
+) -> None:
+    spec = seed_spec(roots / "bert", model_name=f"bad-{field}", **{field: "SURROGATE"})
+    body = {"model": spec, "persist": True}
+    raw = json.dumps(body).replace('"SURROGATE"', '"\\udc80"')
+    response = httpx.post(
+        server.url + "/v1/model_registrations/rerank",
+        content=raw,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code in (400, 422), response.text
+    assert "surrogate" in response.text
+    # Nothing was kept: listings and persisted registrations still work.
+    listed = httpx.get(server.url + "/v1/model_registrations/rerank?detailed=true")
+    assert listed.status_code == 200
+    assert f"bad-{field}" not in listed.text
+    ok = register(server.url, seed_spec(roots / "bert", model_name=f"ok-{field}"), persist=True)
+    assert ok.status_code == 200, ok.text
+
+
+def test_registration_field_lengths_and_family(server: ServerProcess, roots: Path) -> None:
+    long = register(server.url, seed_spec(roots / "bert", model_name="long", type="x" * 5000))
+    assert long.status_code in (400, 422) and "at most" in long.text
+    family = register(server.url, seed_spec(roots / "bert", model_name="fam", family="nope"))
+    assert family.status_code in (400, 422) and "family" in family.text
+
+
+def test_model_uri_only_under_the_roots(server: ServerProcess, roots: Path) -> None:
+    answers = {}
+    for name, uri in {
+        "etc": "/etc",
+        "missing": "/etc/no-such-directory-here",
+        "dots": str(roots / ".." / ".."),
+        "relative": "../..",
+        "link": str(roots / "escape"),
+    }.items():
+        response = register(server.url, seed_spec(roots / "bert", model_name=name, model_uri=uri))
+        assert response.status_code == 400, (name, response.text)
+        answers[name] = response.json()["error"]["message"]
+    # The same words whether or not the path outside exists.
+    assert answers["etc"] == answers["missing"] == answers["link"]
+    assert "model roots" in answers["etc"]
+
+
+def test_a_fifo_in_the_model_directory_is_never_opened(server: ServerProcess, roots: Path) -> None:
+    response = register(server.url, seed_spec(roots / "fifo-model", model_name="fifo"))
+    assert response.status_code == 400
+    assert "model.bin" in response.text and "not a regular file" in response.text
+    # The loader is free: a good model still launches.
+    assert register(server.url, seed_spec(roots / "bert", model_name="good")).status_code == 200
+    launched = launch(server.url, "good")
+    assert launched.status_code == 200 and launched.json()["state"] == "ready"
+
+
+def test_health_says_no_model_is_served_after_the_last_terminate(
+    roots: Path, tmp_path: Path
+) -> None:
+    args = ["--model", f"{roots / 'bert'}=only", "--max-length", "64"]
+    with run_server(args, log_dir=tmp_path) as running:
+        assert httpx.delete(f"{running.url}/v1/models/only", timeout=60).status_code == 200
+        health = httpx.get(running.url + "/health")
+        assert health.status_code == 503
+        assert health.json() == {"status": "no model served", "model_loaded": False}
+
+
+def test_registry_and_info_beyond_loopback(roots: Path, tmp_path: Path) -> None:
+    """Listening on every address with no credential: the registry is closed, /info terse."""
+    args = ["--model", f"{roots / 'bert'}=first", "--max-length", "64", "--host", "0.0.0.0"]
+    with run_server(args, log_dir=tmp_path) as running:
+        deleted = httpx.delete(f"{running.url}/v1/models/first")
+        assert deleted.status_code == 403 and "--admin-keys" in deleted.text
+        assert launch(running.url, "builtin").status_code == 403
+        assert register(running.url, seed_spec(roots / "bert", model_name="x")).status_code == 403
+        info = httpx.get(running.url + "/info").json()
+        assert "pid" not in info and str(roots) not in json.dumps(info)
+        assert httpx.get(running.url + "/health").json()["model_loaded"] is True
+        card = httpx.get(f"{running.url}/v1/models/first").json()
+        assert "launched_by" not in card and "source" not in card
+    args += ["--open-registry"]
+    with run_server(args, log_dir=tmp_path) as running:
+        assert httpx.delete(f"{running.url}/v1/models/first", timeout=60).status_code == 200
+
+
+def test_info_details_for_admins_only(roots: Path, tmp_path: Path) -> None:
+    args = ["--model", f"{roots / 'bert'}=first", "--max-length", "64", "--admin-keys", ADMIN]
+    with run_server(args, log_dir=tmp_path) as running:
+        assert launch(running.url, "first", key=ADMIN, model_uid="second").status_code == 200
+        anonymous = httpx.get(running.url + "/info").json()
+        assert "pid" not in anonymous and "launched_by" not in json.dumps(anonymous)
+        assert str(roots) not in json.dumps(anonymous)
+        wrong = httpx.get(running.url + "/info", headers={"X-API-Key": "wrong"}).json()
+        assert "pid" not in wrong
+        admin = httpx.get(running.url + "/info", headers={"X-API-Key": ADMIN}).json()
+        assert admin["pid"] == running.process.pid
+        launched_by = {m["name"]: m["launched_by"] for m in admin["models"]}["second"]
+        import hashlib
+
+        bare = hashlib.sha256(ADMIN.encode()).hexdigest()
+        assert launched_by.startswith("key:") and launched_by[4:] not in bare
+
+
+@pytest.mark.parametrize("content", ["# only a comment\n\n", None])
+def test_an_empty_or_unreadable_keys_file_refuses_to_start(
+    tmp_path: Path, content: str | None
+) -> None:
+    keys = tmp_path / "keys.txt"
+    if content is not None:
+        keys.write_text(content)
+    command = [sys.executable, "-m", "rerankd", "serve", "--port", str(free_port())]
+    command += ["--api-keys-file", str(keys)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert str(keys) in done.stderr
+    assert "no key" in done.stderr or "cannot be read" in done.stderr
