@@ -179,7 +179,22 @@ class Settings(BaseSettings):
     image_url_allow_private: bool = Field(
         False, description="Let image URLs reach loopback, link-local and private addresses."
     )
-    image_url_timeout: float = Field(5.0, gt=0, description="Seconds to fetch one image URL.")
+    image_url_timeout: float = Field(
+        5.0, gt=0, description="Seconds to fetch one image URL, all of it (a total deadline)."
+    )
+    image_url_concurrency: int = Field(
+        4, ge=1, le=64, description="Image URLs one request fetches at once."
+    )
+    max_request_pixels: int = Field(
+        150_000_000,
+        ge=1,
+        description="Pixels of all the images one request decodes, from their headers (413 above).",
+    )
+    max_decode_pixels: int = Field(
+        300_000_000,
+        ge=1,
+        description="Image pixels the whole server decodes at once; a request that would pass it waits briefly, then gets 429.",
+    )
 
     # Score cache
     cache_entries: int = Field(
@@ -306,6 +321,9 @@ class Settings(BaseSettings):
             url_hosts=frozenset(host.lower() for host in self.image_url_hosts),
             allow_private=self.image_url_allow_private,
             timeout=self.image_url_timeout,
+            max_request_pixels=self.max_request_pixels,
+            max_decode_pixels=self.max_decode_pixels,
+            url_concurrency=self.image_url_concurrency,
         )
 
     @property

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import io
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,9 +28,13 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from rerankd.documents import Document, ImageDocument, ImageRef, Loaded
-from rerankd.errors import InvalidInput, PayloadTooLarge
+from rerankd.errors import InvalidInput, Overloaded, PayloadTooLarge
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+# Decoded images are kept no larger than this on their longer side: every image family here
+# resizes to a few hundred pixels, and a 6000-pixel-wide image kept whole costs 100 MB.
+DECODE_SIDE = 1024
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _WHITESPACE = str.maketrans("", "", " \t\r\n")
 
@@ -41,21 +47,60 @@ class ImagePolicy:
     max_pixels: int = 36_000_000
     url_hosts: frozenset[str] = field(default_factory=frozenset)
     allow_private: bool = False
-    timeout: float = 5.0
+    timeout: float = 5.0  # a total deadline per URL: DNS, connect, headers and the whole body
+    max_request_pixels: int = 150_000_000  # header pixels of all images one request decodes
+    max_decode_pixels: int = 300_000_000  # header pixels being decoded server-wide at once
+    url_concurrency: int = 4  # URLs one request fetches at once
+    decode_side: int = DECODE_SIDE
 
 
-def decode(data: bytes, where: str, max_pixels: int) -> Image.Image:
-    """Encoded bytes -> an RGB image (the first frame of an animation), within `max_pixels`."""
+def header_pixels(data: bytes, where: str, max_pixels: int) -> int:
+    """Width x height from the image's header (nothing decoded), within `max_pixels`."""
+    with _opened(data, where, max_pixels) as image:
+        return _checked_size(image, where, max_pixels)
+
+
+def decode(data: bytes, where: str, max_pixels: int, side: int = DECODE_SIDE) -> Image.Image:
+    """Encoded bytes -> an RGB image (the first frame of an animation), within `max_pixels`,
+    downscaled while decoding to at most `side` pixels on its longer edge.
+
+    JPEG is decoded at a reduced DCT scale (`draft`), so a huge photo never exists at full
+    size; other formats are decoded once and reduced at once by an integer box filter.
+    """
+    with _opened(data, where, max_pixels) as image:
+        _checked_size(image, where, max_pixels)
+        try:
+            image.seek(0)
+            if image.format == "JPEG":
+                image.draft("RGB", (side, side))  # the smallest DCT scale still >= side
+            image.load()
+            factor = -(-max(image.size) // side)  # ceil
+            if factor > 1 and image.mode in _REDUCIBLE:  # reduce first: no full-size copy
+                return image.reduce(factor).convert("RGB")
+            rgb = image.convert("RGB")
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+            raise InvalidInput(
+                f"{where} could not be decoded (truncated or corrupt image: {exc})"
+            ) from None
+    return rgb.reduce(factor) if factor > 1 else rgb
+
+
+def _checked_size(image: Image.Image, where: str, max_pixels: int) -> int:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"{where} is {width}x{height} pixels; at most {max_pixels:,} pixels per image"
+        )
+    return width * height
+
+
+@contextlib.contextmanager
+def _opened(data: bytes, where: str, max_pixels: int) -> Iterator[Image.Image]:
+    """The image's header read, with Pillow's errors turned into 400s and 413s."""
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"{where} is {width}x{height} pixels; at most {max_pixels:,} pixels per image"
-                )
-            image.seek(0)
-            return image.convert("RGB")
-    except InvalidInput:  # ours, from above (also a ValueError)
+            yield image
+    except InvalidInput:  # ours (also a ValueError)
         raise
     except Image.DecompressionBombError:
         # Pillow's own backstop (twice Image.MAX_IMAGE_PIXELS) fired while reading the header.
@@ -72,23 +117,74 @@ def decode(data: bytes, where: str, max_pixels: int) -> Image.Image:
         ) from None
 
 
-def decode_all(images: Sequence[tuple[str, ImageDocument]], max_pixels: int) -> list[ImageDocument]:
-    """Decode each (where, image) that has no pixels yet; run it off the event loop."""
-    return [
-        image
-        if image.pixels is not None
-        else image.with_pixels(decode(image.data, where, max_pixels))
-        for where, image in images
-    ]
+class DecodeBudget:
+    """Header pixels being decoded server-wide at once; over it, a request waits its turn
+    for a while, then is told to come back (429) rather than decoding past the memory."""
+
+    def __init__(self, pixels: int, wait: float = 2.0) -> None:
+        self.pixels = pixels
+        self._wait = wait
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, pixels: int) -> Iterator[None]:
+        with self._free:
+            fits = self._free.wait_for(lambda: self._used + pixels <= self.pixels, self._wait)
+            if not fits:
+                raise Overloaded(
+                    f"the server is decoding {self._used:,} image pixels for other requests "
+                    f"(at most {self.pixels:,} at once); retry shortly",
+                    retry_after=1.0,
+                )
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._free:
+                self._used -= pixels
+                self._free.notify_all()
+
+
+def decode_all(
+    images: Sequence[tuple[str, ImageDocument]],
+    max_pixels: int,
+    policy: ImagePolicy | None = None,
+    budget: DecodeBudget | None = None,
+) -> list[ImageDocument]:
+    """Decode each (where, image) that has no pixels yet, one at a time, off the event loop.
+
+    Every header is read first: a request whose images add up to more than the policy's
+    `max_request_pixels` is refused (413) before any pixel is decoded.
+    """
+    policy = policy or ImagePolicy(max_pixels=max_pixels)
+    todo = [(where, image) for where, image in images if image.pixels is None]
+    sizes = [header_pixels(image.data, where, max_pixels) for where, image in todo]
+    if sum(sizes) > policy.max_request_pixels:
+        raise PayloadTooLarge(
+            f"the request's images add up to {sum(sizes):,} pixels; at most "
+            f"{policy.max_request_pixels:,} per request (send smaller images, or fewer)"
+        )
+    decoded: dict[int, ImageDocument] = {}
+    for (where, image), pixels in zip(todo, sizes, strict=True):
+        with budget.reserve(min(pixels, budget.pixels)) if budget else contextlib.nullcontext():
+            decoded[id(image)] = image.with_pixels(
+                decode(image.data, where, max_pixels, policy.decode_side)
+            )
+    return [decoded.get(id(image), image) for _, image in images]
 
 
 def decode_request(
-    query: Loaded, documents: Sequence[tuple[int, Loaded]], max_pixels: int
+    query: Loaded,
+    documents: Sequence[tuple[int, Loaded]],
+    max_pixels: int,
+    policy: ImagePolicy | None = None,
+    budget: DecodeBudget | None = None,
 ) -> list[Loaded]:
     """The query and the given (index, document)s, images decoded; errors name the index."""
     items = [("query", query), *((f"documents[{i}]", d) for i, d in documents)]
     images = [(where, d) for where, d in items if isinstance(d, ImageDocument)]
-    decoded = iter(decode_all(images, max_pixels))
+    decoded = iter(decode_all(images, max_pixels, policy, budget))
     return [next(decoded) if isinstance(d, ImageDocument) else d for _, d in items]
 
 
@@ -136,14 +232,24 @@ class ImageLoader:
 
     def __init__(self, policy: ImagePolicy) -> None:
         self.policy = policy
+        self.budget = DecodeBudget(policy.max_decode_pixels)
         self._client: httpx.AsyncClient | None = None
 
     async def load(self, query: Document, documents: list[Document]) -> tuple[Loaded, list[Loaded]]:
-        """Load every image of a request: base64 off the event loop, URLs fetched concurrently."""
+        """Load every image of a request: base64 off the event loop, at most
+        `url_concurrency` URLs fetched at once."""
         items = [("query", query), *((f"documents[{i}]", d) for i, d in enumerate(documents))]
         if not any(isinstance(d, ImageRef) for _, d in items):
             return query, documents  # type: ignore[return-value]  # no ImageRef: all loaded
-        loaded = await asyncio.gather(*(self._load_one(where, d) for where, d in items))
+        slots = asyncio.Semaphore(self.policy.url_concurrency)
+
+        async def one(where: str, document: Document) -> Loaded:
+            if isinstance(document, ImageRef) and is_url(document.source.strip()):
+                async with slots:
+                    return await self._load_one(where, document)
+            return await self._load_one(where, document)
+
+        loaded = await asyncio.gather(*(one(where, d) for where, d in items))
         return loaded[0], list(loaded[1:])
 
     async def decode_request(
@@ -152,7 +258,9 @@ class ImageLoader:
         """`decode_request` in a worker thread, when there is any image to decode."""
         if not any(isinstance(d, ImageDocument) for d in (query, *(d for _, d in documents))):
             return [query, *(d for _, d in documents)]
-        return await asyncio.to_thread(decode_request, query, documents, self.policy.max_pixels)
+        return await asyncio.to_thread(
+            decode_request, query, documents, self.policy.max_pixels, self.policy, self.budget
+        )
 
     async def close(self) -> None:
         if self._client is not None:
@@ -170,6 +278,18 @@ class ImageLoader:
         return await asyncio.to_thread(load_inline, document, where, self.policy.max_bytes)
 
     async def _fetch(self, url: str, where: str) -> bytes:
+        """The URL's bytes, all of it (DNS included) within the policy's timeout: a server
+        trickling one byte a second is cut at the deadline, not at the request's."""
+        try:
+            async with asyncio.timeout(self.policy.timeout):
+                return await self._fetch_unbounded(url, where)
+        except TimeoutError:
+            raise InvalidInput(
+                f"{where}: the image URL did not send the whole image within "
+                f"{self.policy.timeout:g}s (--image-url-timeout)"
+            ) from None
+
+    async def _fetch_unbounded(self, url: str, where: str) -> bytes:
         policy = self.policy
         if not policy.url_hosts:
             raise InvalidInput(
@@ -201,7 +321,8 @@ class ImageLoader:
             async with client.stream(
                 "GET",
                 target,
-                headers={"Host": host_header, "Accept": "image/*"},
+                # Images are compressed already; a compressed body could unpack to gigabytes.
+                headers={"Host": host_header, "Accept": "image/*", "Accept-Encoding": "identity"},
                 extensions=extensions,
                 timeout=httpx.Timeout(policy.timeout, connect=min(policy.timeout, 2.0)),
             ) as response:
@@ -210,13 +331,19 @@ class ImageLoader:
                         f"{where}: the image URL answered HTTP {response.status_code}"
                         + (" (redirects are not followed)" if response.is_redirect else "")
                     )
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise InvalidInput(
+                        f"{where}: the image URL answered with Content-Encoding {encoding!r}; "
+                        "images are fetched uncompressed only (Accept-Encoding: identity)"
+                    )
                 declared = int(response.headers.get("content-length") or 0)
                 if declared > policy.max_bytes:
                     raise PayloadTooLarge(
                         f"{where}: the image URL's {declared:,} bytes exceed {policy.max_bytes:,}"
                     )
                 body = bytearray()
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.aiter_raw():  # the bytes as sent, never unpacked
                     body += chunk
                     if len(body) > policy.max_bytes:
                         raise PayloadTooLarge(

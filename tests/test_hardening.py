@@ -194,3 +194,36 @@ def test_an_empty_or_unreadable_keys_file_refuses_to_start(
     assert done.returncode == 2
     assert str(keys) in done.stderr
     assert "no key" in done.stderr or "cannot be read" in done.stderr
+
+
+def test_long_texts_are_cut_by_characters_before_tokenizing(bert_model: Path) -> None:
+    """A 199k-character document sent to a 64-token model: only the characters 64 tokens
+    could reach are tokenized (the real tokenizer runs; it is only watched)."""
+    from rerankd.engine import LongDocPolicy, load_engine
+    from rerankd.engine.options import EngineOptions
+    from rerankd.engine.tokenize import CHARS_PER_TOKEN_BOUND, cut_text
+
+    engine = load_engine(str(bert_model), EngineOptions(max_length=64))
+    tokenizer = engine.family.tokenizer  # type: ignore[attr-defined]
+    seen: list[int] = []
+    encode = tokenizer.encode
+
+    def watched(texts: list[str]) -> list[list[int]]:
+        seen.extend(len(t) for t in texts)
+        return encode(texts)
+
+    tokenizer.encode = watched
+    words = "reranking keeps the best passages first " * 5000
+    long = words[:199_000]
+    engine.plan("query", [long], LongDocPolicy())
+    assert max(seen) <= 64 * CHARS_PER_TOKEN_BOUND
+    seen.clear()
+    engine.plan("query", [long], LongDocPolicy(strategy="chunk", max_chunks_per_doc=4))
+    assert 64 * CHARS_PER_TOKEN_BOUND < max(seen) <= 4 * 64 * CHARS_PER_TOKEN_BOUND
+    # The cut never changes what the model reads: the same sequences as the first 2,048 chars.
+    short = cut_text(long, 64)
+    assert (
+        engine.plan("query", [long], LongDocPolicy()).sequences
+        == engine.plan("query", [short], LongDocPolicy()).sequences
+    )
+    assert cut_text(long, 64, "left") == long[-64 * CHARS_PER_TOKEN_BOUND :]

@@ -24,6 +24,7 @@ from rerankd.api.playground import PLAYGROUND_PATHS
 from rerankd.api.security import Authenticator, Principal, RateLimiter, credential
 from rerankd.config import Settings
 from rerankd.errors import BodyTimeout, InternalError, NotReady, PayloadTooLarge, RerankError
+from rerankd.memory import Trimmer
 from rerankd.metrics import Metrics
 
 access_log = logging.getLogger("rerankd.access")
@@ -56,6 +57,7 @@ class RequestGuard:
         self.lifecycle = lifecycle
         self.authenticator = authenticator
         self.rate_limiter = rate_limiter
+        self.trimmer = Trimmer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,12 +86,15 @@ class RequestGuard:
             await send(message)
 
         is_ops = path in OPS_PATHS
+        received = [0]  # body bytes, counted as they arrive
         if not is_ops:
             self.lifecycle.in_flight += 1
             self.metrics.in_flight.inc()
         try:
             await self._guard(scope, headers, path)
-            await self._run_until_disconnect(scope, self._limit_body(receive), send_with_id)
+            await self._run_until_disconnect(
+                scope, self._limit_body(receive, received), send_with_id
+            )
         except RerankError as error:
             await self._reject(send_with_id, error, scope)
         except Exception:
@@ -102,6 +107,7 @@ class RequestGuard:
             if not is_ops:
                 self.lifecycle.in_flight -= 1
                 self.metrics.in_flight.dec()
+            self.trimmer.after_request(received[0])  # give a large request's memory back
             self._record(scope, path, status["code"] or 499, started, request_id, headers)
 
     async def _guard(self, scope: Scope, headers: dict[str, str], path: str) -> None:
@@ -139,7 +145,7 @@ class RequestGuard:
             with contextlib.suppress(RerankError):
                 scope["state"]["principal"] = self.authenticator.authenticate(token)
 
-    def _limit_body(self, receive: Receive) -> Receive:
+    def _limit_body(self, receive: Receive, received: list[int]) -> Receive:
         """Bound the body in bytes and in time.
 
         Bytes are counted as they arrive (a chunked body has no Content-Length to trust), and
@@ -162,6 +168,7 @@ class RequestGuard:
                 raise BodyTimeout(f"the request body did not arrive within {timeout:g}s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                received[0] = seen
                 if seen > limit:
                     raise self._too_large()
                 complete = not message.get("more_body", False)

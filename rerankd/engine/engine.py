@@ -13,8 +13,8 @@ from rerankd.documents import Loaded, Modalities, TextDocument, check_encodable
 from rerankd.engine.backend import Backend
 from rerankd.engine.onnx_backend import Progress
 from rerankd.engine.options import EngineOptions
-from rerankd.engine.plan import LongDocPolicy, ScoringPlan
-from rerankd.engine.tokenize import TextTokenizer
+from rerankd.engine.plan import Direction, LongDocPolicy, ScoringPlan
+from rerankd.engine.tokenize import TextTokenizer, cut_text
 from rerankd.families import FAMILIES, Limits, ModelFamily
 from rerankd.models import ModelSpec, ResolvedModel, resolve
 
@@ -65,8 +65,16 @@ class Engine:
     ) -> ScoringPlan:
         """Items to run for one request (plain strings are text documents; images must be
         decoded); `instruction` must come from `instruction_for`."""
+        tokens = self.max_length * (policy.max_chunks_per_doc if policy.strategy == "chunk" else 1)
+        cut = policy.allow_truncation  # else the whole text is needed to say it is too long
         return self.family.plan_documents(
-            _document(query), [_document(d) for d in documents], policy, instruction
+            _document(query),
+            [
+                _cut(_document(d), tokens, policy.direction) if cut else _document(d)
+                for d in documents
+            ],
+            policy,
+            instruction,
         )
 
     @property
@@ -145,3 +153,11 @@ def load_engine(
 
 def _document(value: str | Loaded) -> Loaded:
     return TextDocument(value) if isinstance(value, str) else value
+
+
+def _cut(document: Loaded, tokens: int, direction: Direction) -> Loaded:
+    """A text document without what `tokens` tokens could never reach (see `cut_text`)."""
+    if not isinstance(document, TextDocument):
+        return document
+    text = cut_text(document.text, tokens, direction)
+    return document if text is document.text else TextDocument(text)
