@@ -190,6 +190,7 @@ async def list_registrations(
     request: Request, model_type: str, detailed: bool = Query(False)
 ) -> list[dict[str, Any]]:
     _check_type(model_type)
+    await _registry(request).sync()
     return [_registration_info(e, detailed) for e in _registry(request).entries()]
 
 
@@ -201,6 +202,7 @@ async def list_registrations(
 )
 async def get_registration(request: Request, model_type: str, model_name: str) -> dict[str, Any]:
     _check_type(model_type)
+    await _registry(request).sync()
     return _registration_info(_registry(request).entry(model_name), detailed=True)
 
 
@@ -258,6 +260,7 @@ async def launch_model(
 @router.get("/v1/models", response_model=ModelList, summary="Launched models")
 async def list_models(request: Request) -> ModelList:
     registry = _registry(request)
+    await registry.sync()
     cards = [_card(request, h) for h in registry.handles()]
     cards += [_pending_card(request, s) for s in registry.pending()]
     return ModelList(data=cards)
@@ -271,6 +274,7 @@ async def list_models(request: Request) -> ModelList:
 )
 async def get_model(request: Request, model_uid: str) -> ModelCard:
     registry = _registry(request)
+    await registry.sync()
     for stored in registry.pending():
         if stored.uid == model_uid:
             return _pending_card(request, stored)

@@ -482,6 +482,17 @@ class ModelRegistry:
                 await asyncio.wait_for(wake.wait(), interval)
             wake.clear()
 
+    async def sync(self) -> None:
+        """Catch up with the store now (a read route's answer is then as fresh as a write's).
+
+        A store that is down leaves this process's view as it is.
+        """
+        try:
+            async with self._lock():
+                await self._refresh()
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+
     async def _refresh(self) -> None:
         """Apply the store's state if its version moved (the caller holds the change lock)."""
         version = await asyncio.to_thread(self.desired.version)
