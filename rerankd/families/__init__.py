@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
+from rerankd.families.bge_layerwise import BgeLayerwiseReranker, BgeLightweightReranker
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
 from rerankd.families.cross_encoder import CrossEncoder
@@ -23,7 +24,16 @@ if TYPE_CHECKING:
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
-    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Clip, Siglip, BiEncoder)
+    for family in (
+        BgeLayerwiseReranker,
+        BgeLightweightReranker,
+        Qwen3Reranker,
+        BgeGemmaReranker,
+        CrossEncoder,
+        Clip,
+        Siglip,
+        BiEncoder,
+    )
 }
 
 
@@ -58,6 +68,8 @@ def family_class(model: ResolvedModel, requested: str | None = None) -> type[Mod
 __all__ = [
     "FAMILIES",
     "BgeGemmaReranker",
+    "BgeLayerwiseReranker",
+    "BgeLightweightReranker",
     "BiEncoder",
     "Clip",
     "CrossEncoder",
