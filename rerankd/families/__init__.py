@@ -14,6 +14,7 @@ from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFami
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
 from rerankd.families.cross_encoder import CrossEncoder
+from rerankd.families.mxbai import MxbaiRerankV2
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
@@ -23,7 +24,15 @@ if TYPE_CHECKING:
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
-    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Clip, Siglip, BiEncoder)
+    for family in (
+        Qwen3Reranker,
+        BgeGemmaReranker,
+        MxbaiRerankV2,
+        CrossEncoder,
+        Clip,
+        Siglip,
+        BiEncoder,
+    )
 }
 
 
@@ -64,6 +73,7 @@ __all__ = [
     "EmbeddingFamily",
     "Limits",
     "ModelFamily",
+    "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
     "Siglip",
