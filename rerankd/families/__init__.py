@@ -14,6 +14,8 @@ from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFami
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
 from rerankd.families.cross_encoder import CrossEncoder
+from rerankd.families.jina_v3 import JinaRerankerV3
+from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.mxbai import MxbaiRerankV2
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
     for family in (
+        JinaRerankerV3,
         Qwen3Reranker,
         BgeGemmaReranker,
         MxbaiRerankV2,
@@ -71,7 +74,9 @@ __all__ = [
     "Clip",
     "CrossEncoder",
     "EmbeddingFamily",
+    "JinaRerankerV3",
     "Limits",
+    "ListwiseFamily",
     "ModelFamily",
     "MxbaiRerankV2",
     "PairFamily",
