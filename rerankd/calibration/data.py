@@ -31,13 +31,14 @@ def labels_of(data: EvalSet, relevant_grade: int = 1) -> list[np.ndarray]:
 
 
 def data_hash(data: EvalSet, labels: list[np.ndarray]) -> str:
-    """sha256 of the labeled pairs as (query, document, label): the same pairs hash the same
-    from JSONL or BEIR, and any change to a text or a judgment changes it."""
-    digest = hashlib.sha256()
-    for query, marks in zip(data.queries, labels, strict=True):
-        for text, label in zip(query.documents, marks, strict=True):
-            digest.update(json.dumps([query.text, text, int(label)]).encode())
-            digest.update(b"\n")
+    """sha256 of the labeled pairs as sorted (query, document, label) lines: the same pairs
+    hash the same from JSONL or BEIR, in any order; a changed text or judgment changes it."""
+    lines = sorted(
+        json.dumps([query.text, text, int(label)])
+        for query, marks in zip(data.queries, labels, strict=True)
+        for text, label in zip(query.documents, marks, strict=True)
+    )
+    digest = hashlib.sha256("\n".join(lines).encode())
     return "sha256:" + digest.hexdigest()[:16]
 
 
