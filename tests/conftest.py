@@ -68,3 +68,11 @@ def modernbert_model(model_root: Path) -> Path:
     from rerankd.devtools.synthetic_llm import build_modernbert_cross_encoder
 
     return build_modernbert_cross_encoder(model_root / "tiny-modernbert")
+
+
+@pytest.fixture(scope="session")
+def jina_reranker_v3(model_root: Path) -> Path:
+    """A tiny listwise jina-reranker-v3 (its name, as the real one's, says what it is)."""
+    from rerankd.devtools.synthetic_listwise import build_jina_reranker_v3
+
+    return build_jina_reranker_v3(model_root / "tiny-jina-reranker-v3")

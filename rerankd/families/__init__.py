@@ -14,6 +14,8 @@ from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFami
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
 from rerankd.families.cross_encoder import CrossEncoder
+from rerankd.families.jina_v3 import JinaRerankerV3
+from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
@@ -23,7 +25,15 @@ if TYPE_CHECKING:
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
-    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Clip, Siglip, BiEncoder)
+    for family in (
+        JinaRerankerV3,
+        Qwen3Reranker,
+        BgeGemmaReranker,
+        CrossEncoder,
+        Clip,
+        Siglip,
+        BiEncoder,
+    )
 }
 
 
@@ -62,7 +72,9 @@ __all__ = [
     "Clip",
     "CrossEncoder",
     "EmbeddingFamily",
+    "JinaRerankerV3",
     "Limits",
+    "ListwiseFamily",
     "ModelFamily",
     "PairFamily",
     "Qwen3Reranker",
