@@ -68,3 +68,11 @@ def modernbert_model(model_root: Path) -> Path:
     from rerankd.devtools.synthetic_llm import build_modernbert_cross_encoder
 
     return build_modernbert_cross_encoder(model_root / "tiny-modernbert")
+
+
+# Late interaction (tests/test_colbert*.py, the README's ColBERT example): PyLate's format.
+@pytest.fixture(scope="session")
+def colbert_model(model_root: Path) -> Path:
+    from rerankd.devtools.synthetic_colbert import build_colbert
+
+    return build_colbert(model_root / "tiny-colbert")

@@ -13,6 +13,7 @@ from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
+from rerankd.families.colbert import Colbert
 from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
-    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Clip, Siglip, BiEncoder)
+    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Colbert, Clip, Siglip, BiEncoder)
 }
 
 
@@ -60,6 +61,7 @@ __all__ = [
     "BgeGemmaReranker",
     "BiEncoder",
     "Clip",
+    "Colbert",
     "CrossEncoder",
     "EmbeddingFamily",
     "Limits",
