@@ -76,3 +76,11 @@ def colbert_model(model_root: Path) -> Path:
     from rerankd.devtools.synthetic_colbert import build_colbert
 
     return build_colbert(model_root / "tiny-colbert")
+
+
+@pytest.fixture(scope="session")
+def jina_reranker_v3(model_root: Path) -> Path:
+    """A tiny listwise jina-reranker-v3 (its name, as the real one's, says what it is)."""
+    from rerankd.devtools.synthetic_listwise import build_jina_reranker_v3
+
+    return build_jina_reranker_v3(model_root / "tiny-jina-reranker-v3")

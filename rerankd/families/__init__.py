@@ -15,6 +15,8 @@ from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
 from rerankd.families.colbert import Colbert
 from rerankd.families.cross_encoder import CrossEncoder
+from rerankd.families.jina_v3 import JinaRerankerV3
+from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
@@ -24,7 +26,16 @@ if TYPE_CHECKING:
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
-    for family in (Qwen3Reranker, BgeGemmaReranker, CrossEncoder, Colbert, Clip, Siglip, BiEncoder)
+    for family in (
+        JinaRerankerV3,
+        Qwen3Reranker,
+        BgeGemmaReranker,
+        CrossEncoder,
+        Colbert,
+        Clip,
+        Siglip,
+        BiEncoder,
+    )
 }
 
 
@@ -64,7 +75,9 @@ __all__ = [
     "Colbert",
     "CrossEncoder",
     "EmbeddingFamily",
+    "JinaRerankerV3",
     "Limits",
+    "ListwiseFamily",
     "ModelFamily",
     "PairFamily",
     "Qwen3Reranker",

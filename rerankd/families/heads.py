@@ -212,3 +212,86 @@ class TokenVectorsHead(nn.Module):
         for dense in self.denses:
             hidden = dense(hidden)
         return nn.functional.normalize(hidden, p=2.0, dim=-1).float()
+
+
+class ListwiseHead(nn.Module):
+    """A decoder read at marker tokens: (input_ids, attention_mask) -> [batch, 1 + slots, dim].
+
+    Row 0 of each block is the projected last hidden state at the query marker, rows 1..n at
+    the passage markers in order (the rest zero), float32: a fixed shape, so blocks of one
+    request cut into different batches still stack. The markers are picked with a one-hot
+    product (exact: one term per slot) so the graph exports to ONNX without dynamic shapes.
+    """
+
+    def __init__(
+        self, body: nn.Module, projector: nn.Module, doc_id: int, query_id: int, slots: int
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.projector = projector
+        self.doc_id = doc_id
+        self.query_id = query_id
+        self.slots = slots
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden: torch.Tensor = self.body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=real_token_positions(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+        is_doc = input_ids == self.doc_id
+        slot = torch.where(is_doc, is_doc.long().cumsum(dim=1), torch.full_like(input_ids, -1))
+        slot = torch.where(input_ids == self.query_id, torch.zeros_like(slot), slot)
+        wanted = torch.arange(self.slots + 1, device=input_ids.device)
+        one_hot = (slot.unsqueeze(-1) == wanted).to(hidden.dtype)  # [batch, seq, 1 + slots]
+        real = attention_mask.unsqueeze(-1) > 0
+        hidden = torch.where(real, hidden, torch.zeros_like(hidden))
+        picked = one_hot.transpose(1, 2) @ hidden  # [batch, 1 + slots, hidden]
+        projected: torch.Tensor = self.projector(picked)
+        return projected.float()
+
+
+def load_listwise_head(
+    model: ResolvedModel, dtype: torch.dtype, attention: str, doc_id: int, query_id: int, slots: int
+) -> ListwiseHead:
+    """The Qwen3 body and the checkpoint's `projector.*` MLP (Linear, ReLU, Linear; no bias)."""
+    from transformers import Qwen3Model
+
+    body = load_pretrained(Qwen3Model, model, dtype, attention)
+    weights = _checkpoint_tensors(model, ("projector.0.weight", "projector.2.weight"))
+    first, second = weights["projector.0.weight"], weights["projector.2.weight"]
+    down = nn.Linear(first.shape[1], first.shape[0], bias=False)
+    out = nn.Linear(second.shape[1], second.shape[0], bias=False)
+    with torch.no_grad():
+        down.weight.copy_(first)
+        out.weight.copy_(second)
+    projector = nn.Sequential(down, nn.ReLU(), out)
+    return ListwiseHead(body, projector.to(dtype), doc_id, query_id, slots).eval()
+
+
+def _checkpoint_tensors(model: ResolvedModel, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Named tensors from the model's safetensors files (one file, or an indexed shard set)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = model.path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = {name: model.path / weight_map[name] for name in names if name in weight_map}
+    else:
+        files = {name: model.path / "model.safetensors" for name in names}
+    found: dict[str, torch.Tensor] = {}
+    for name, file in files.items():
+        if file.is_file():
+            with safe_open(str(file), framework="pt") as handle:
+                stored = set(handle.keys())
+                if name in stored:
+                    found[name] = handle.get_tensor(name).float()
+    missing = [name for name in names if name not in found]
+    if missing:
+        from rerankd.errors import UnsupportedModel
+
+        raise UnsupportedModel(f"{model.path} has no {', '.join(missing)} in its safetensors")
+    return found
