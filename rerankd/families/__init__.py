@@ -13,6 +13,7 @@ from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
+from rerankd.families.colbert import Colbert
 from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
@@ -32,6 +33,7 @@ FAMILIES: dict[str, type[ModelFamily]] = {
         BgeGemmaReranker,
         MxbaiRerankV2,
         CrossEncoder,
+        Colbert,
         Clip,
         Siglip,
         BiEncoder,
@@ -72,6 +74,7 @@ __all__ = [
     "BgeGemmaReranker",
     "BiEncoder",
     "Clip",
+    "Colbert",
     "CrossEncoder",
     "EmbeddingFamily",
     "JinaRerankerV3",
