@@ -14,7 +14,11 @@ from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFami
 from rerankd.families.bge_layerwise import BgeLayerwiseReranker, BgeLightweightReranker
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
+from rerankd.families.colbert import Colbert
 from rerankd.families.cross_encoder import CrossEncoder
+from rerankd.families.jina_v3 import JinaRerankerV3
+from rerankd.families.listwise import ListwiseFamily
+from rerankd.families.mxbai import MxbaiRerankV2
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
@@ -25,11 +29,14 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
     for family in (
+        JinaRerankerV3,
         BgeLayerwiseReranker,
         BgeLightweightReranker,
         Qwen3Reranker,
         BgeGemmaReranker,
+        MxbaiRerankV2,
         CrossEncoder,
+        Colbert,
         Clip,
         Siglip,
         BiEncoder,
@@ -72,10 +79,14 @@ __all__ = [
     "BgeLightweightReranker",
     "BiEncoder",
     "Clip",
+    "Colbert",
     "CrossEncoder",
     "EmbeddingFamily",
+    "JinaRerankerV3",
     "Limits",
+    "ListwiseFamily",
     "ModelFamily",
+    "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
     "Siglip",
