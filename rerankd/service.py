@@ -21,6 +21,7 @@ from rerankd.embeddings import Combine, EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy
 from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
+from rerankd.families.base import FamilyOptions
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_top_n, rank
@@ -47,6 +48,7 @@ class RerankRequest:
     truncation_direction: str = "right"
     allow_truncation: bool = True
     instruction: str | None = None  # None: the model's default (families that take one)
+    options: dict[str, object] = field(default_factory=dict)  # a family's extension fields
     priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
@@ -147,13 +149,17 @@ class RerankService:
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
         instruction = served.engine.instruction_for(request.instruction)
+        options = served.engine.family.options_for(request.options)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug(
                 "rerank input",
                 extra={"query": _loggable(query), "documents": [_loggable(d) for d in documents]},
             )
         loaded_query, loaded = await self.images.load(query, documents)
-        inputs = (*policy.cache_key(), instruction)  # everything besides the texts that scores see
+        # Everything besides the texts that scores see (family options only where there are).
+        inputs: tuple[object, ...] = (*policy.cache_key(), instruction)
+        if options is not None:
+            inputs = (*inputs, options.cache_key())
 
         unique: dict[str, int] = {}  # content hash -> position among the distinct documents
         firsts: list[tuple[int, Loaded]] = []  # each distinct document, with its first index
@@ -181,14 +187,14 @@ class RerankService:
                 inputs=inputs,
                 query=loaded_query,
                 documents=firsts,
-                plan=lambda q, docs: engine.plan(q, docs, policy, instruction),
+                plan=lambda q, docs: engine.plan(q, docs, policy, instruction, options),
                 submit=lambda items: served.batcher.submit(items, request.priority),
                 combine=_combine_rows(engine),
             )
             raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
         else:
             raw, tokens, cached = await self._scores(
-                served, loaded_query, firsts, inputs, policy, request
+                served, loaded_query, firsts, inputs, policy, request, options
             )
 
         per_document = raw[[unique[d.digest] for d in loaded]]
@@ -213,6 +219,7 @@ class RerankService:
         inputs: tuple[object, ...],
         policy: LongDocPolicy,
         request: RerankRequest,
+        options: FamilyOptions | None,
     ) -> tuple[np.ndarray, int, int]:
         """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
         raw = np.empty(len(firsts), dtype=np.float64)
@@ -236,7 +243,9 @@ class RerankService:
             )  # refuse an overloaded request before paying for its tokenization
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
             instruction = engine.instruction_for(request.instruction)
-            plan = await asyncio.to_thread(engine.plan, todo[0], todo[1:], policy, instruction)
+            plan = await asyncio.to_thread(
+                engine.plan, todo[0], todo[1:], policy, instruction, options
+            )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores

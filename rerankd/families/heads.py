@@ -135,8 +135,10 @@ class TokenLogitHead(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)
         batch = torch.arange(input_ids.shape[0], device=input_ids.device)
-        final = hidden[batch, last]  # [batch, hidden]
-        logits = (final @ self.rows.t() + self.row_bias).float() * self.logit_scale
+        # The answer rows are projected in float32 whatever the body's dtype: a bf16 logit
+        # keeps 8 bits of mantissa, and close documents would tie.
+        final = hidden[batch, last].float()  # [batch, hidden]
+        logits = (final @ self.rows.float().t() + self.row_bias.float()) * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         score: torch.Tensor = (logits * self.coefficients).sum(dim=1)
