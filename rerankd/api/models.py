@@ -25,6 +25,7 @@ from rerankd.api.access import is_admin, require_admin
 from rerankd.api.errors import ERROR_RESPONSES, ErrorBody
 from rerankd.models.files import check_model_uri
 from rerankd.registry import LaunchRequest, ModelHandle, Registration
+from rerankd.registry.desired import StoredLaunch
 from rerankd.registry.registry import Entry, ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,15 @@ class ModelCard(BaseModel):
     model_type: str = MODEL_TYPE
     model_name: str
     model_uid: str
-    state: str = Field(description="loading, ready, draining or failed")
+    state: str = Field(
+        description="On this process: pending (launched elsewhere, not started here yet), "
+        "loading, ready, draining or failed"
+    )
+    desired: str = Field(
+        "local",
+        description="launched: in the shared desired state, every process serves it; "
+        "local: this process only (a start-up --model, or a persist: false registration)",
+    )
     error: str | None = Field(None, description="Why the load failed")
     replica: int
     replicas: int
@@ -95,7 +104,11 @@ class RegistrationInfo(BaseModel):
     model_name: str
     is_builtin: bool
     origin: str = Field(description="builtin, file, startup or api")
-    persisted: bool
+    persisted: bool = Field(
+        description="In the shared store (every process knows it, it survives restarts); "
+        "false: this process only"
+    )
+    scope: str = Field(description="shared, or process (persist: false)")
 
 
 # Access ----------------------------------------------------------------------------------
@@ -142,7 +155,7 @@ async def register_model(request: Request, model_type: str, body: RegisterBody) 
         ) from None
     if registration.model_uri:  # only directories under --model-roots, symlinks resolved
         check_model_uri(registration.model_uri, state.settings(request).allowed_model_roots())
-    entry = _registry(request).register(
+    entry = await _registry(request).register(
         registration, persist=body.persist, replace=body.replace, by=who
     )
     return _registration_info(entry, detailed=True)
@@ -158,6 +171,7 @@ async def list_registrations(
     request: Request, model_type: str, detailed: bool = Query(False)
 ) -> list[dict[str, Any]]:
     _check_type(model_type)
+    await _registry(request).sync()
     return [_registration_info(e, detailed) for e in _registry(request).entries()]
 
 
@@ -169,6 +183,7 @@ async def list_registrations(
 )
 async def get_registration(request: Request, model_type: str, model_name: str) -> dict[str, Any]:
     _check_type(model_type)
+    await _registry(request).sync()
     return _registration_info(_registry(request).entry(model_name), detailed=True)
 
 
@@ -181,7 +196,7 @@ async def get_registration(request: Request, model_type: str, model_name: str) -
 async def unregister_model(request: Request, model_type: str, model_name: str) -> dict[str, Any]:
     who = require_admin(request)
     _check_type(model_type)
-    entry = _registry(request).unregister(model_name, by=who)
+    entry = await _registry(request).unregister(model_name, by=who)
     return _registration_info(entry, detailed=False)
 
 
@@ -191,6 +206,9 @@ def _registration_info(entry: Entry, detailed: bool) -> dict[str, Any]:
         "is_builtin": entry.origin == "builtin",
         "origin": entry.origin,
         "persisted": entry.persisted,
+        "scope": "process"
+        if entry.origin in ("api", "startup") and not entry.persisted
+        else "shared",
     }
     return {**entry.registration.public(), **summary} if detailed else summary
 
@@ -222,7 +240,11 @@ async def launch_model(
 
 @router.get("/v1/models", response_model=ModelList, summary="Launched models")
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_card(request, h) for h in _registry(request).handles()])
+    registry = _registry(request)
+    await registry.sync()
+    cards = [_card(request, h) for h in registry.handles()]
+    cards += [_pending_card(request, s) for s in registry.pending()]
+    return ModelList(data=cards)
 
 
 @router.get(
@@ -232,7 +254,12 @@ async def list_models(request: Request) -> ModelList:
     summary="One launched model (Xinference's describe)",
 )
 async def get_model(request: Request, model_uid: str) -> ModelCard:
-    return _card(request, _registry(request).handle(model_uid))
+    registry = _registry(request)
+    await registry.sync()
+    for stored in registry.pending():
+        if stored.uid == model_uid:
+            return _pending_card(request, stored)
+    return _card(request, registry.handle(model_uid))
 
 
 @router.delete(
@@ -255,3 +282,20 @@ def _card(request: Request, handle: ModelHandle) -> ModelCard:
 
 
 _ADMIN_FIELDS = frozenset({"launched_by", "source"})
+
+
+def _pending_card(request: Request, stored: StoredLaunch) -> ModelCard:
+    """A launch the desired state holds that this process has not started yet."""
+    devices = stored.request.devices or state.settings(request).devices
+    return ModelCard(
+        id=stored.uid,
+        created=int(stored.at),
+        model_name=stored.request.model_name,
+        model_uid=stored.uid,
+        state="pending",
+        desired="launched",
+        replica=stored.request.replica_count or len(devices),
+        replicas=stored.request.replica_count or len(devices),
+        devices=list(devices),
+        address=str(request.base_url).rstrip("/"),
+    )

@@ -16,6 +16,7 @@ from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import Direction, LongDocPolicy, ScoringPlan
 from rerankd.engine.tokenize import TextTokenizer, cut_text
 from rerankd.families import FAMILIES, Limits, ModelFamily
+from rerankd.families.base import FamilyOptions
 from rerankd.models import ModelSpec, ResolvedModel, resolve
 
 logger = logging.getLogger(__name__)
@@ -62,12 +63,15 @@ class Engine:
         documents: Iterable[str | Loaded],
         policy: LongDocPolicy,
         instruction: str | None = None,
+        options: FamilyOptions | None = None,
     ) -> ScoringPlan:
         """Items to run for one request (plain strings are text documents; images must be
-        decoded); `instruction` must come from `instruction_for`."""
+        decoded); `instruction` must come from `instruction_for`, `options` from the family's
+        `options_for`."""
+        family = self.family if options is None else self.family.with_options(options)
         tokens = self.max_length * (policy.max_chunks_per_doc if policy.strategy == "chunk" else 1)
         cut = policy.allow_truncation  # else the whole text is needed to say it is too long
-        return self.family.plan_documents(
+        return family.plan_documents(
             _document(query),
             [
                 _cut(_document(d), tokens, policy.direction) if cut else _document(d)
