@@ -52,7 +52,9 @@ RUN groupadd --system --gid 10001 rerankd \
     && mkdir -p /data/huggingface /data/cache \
     && chown -R 10001:10001 /data
 COPY --from=build /opt/rerankd /opt/rerankd
-# HF_HOME holds downloaded weights, XDG_CACHE_HOME/rerankd the ONNX exports: both on /data.
+# The image listens on 0.0.0.0, so registry changes (register, launch, terminate) need an
+# admin key: run it with -e RERANKD_ADMIN_KEYS=<key> (or RERANKD_OPEN_REGISTRY=true to let
+# anyone change it). HF_HOME holds downloaded weights, XDG_CACHE_HOME/rerankd the ONNX exports: both on /data.
 # (DL3064 mistakes TOKENIZERS_PARALLELISM for a secret: no secret is set here.)
 # hadolint ignore=DL3064
 ENV PATH=/opt/rerankd/bin:$PATH \

@@ -172,3 +172,17 @@ def test_huge_images_are_bounded_per_request(warmed: ServerProcess) -> None:
     print(f"VmHWM growth, 24 distinct 5900x5900 PNGs: {growth / MiB:.1f} MiB")
     assert growth < PEAK_GROWTH_BOUND
     assert rerank(warmed, [{"image": base64.b64encode(png(2)).decode()}]).status_code == 200
+
+
+def test_the_server_wide_decode_budget_answers_429_when_spent() -> None:
+    from rerankd.errors import Overloaded
+    from rerankd.images import DecodeBudget
+
+    budget = DecodeBudget(100, wait=0.2)
+    with budget.reserve(80):
+        with pytest.raises(Overloaded, match="decoding 80 image pixels"), budget.reserve(30):
+            pass
+        with budget.reserve(20):  # what fits still goes
+            pass
+    with budget.reserve(100):  # given back
+        pass
