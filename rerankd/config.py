@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="Where ONNX exports are cached."
     )
+    calibration: CommaList = Field(
+        default_factory=list,
+        description="calibration.json files (rerankd calibrate); each attaches to the served model whose weights it was made for. Repeat for several.",
+    )
 
     # Model registry
     data_dir: Path = Field(
@@ -139,6 +143,16 @@ class Settings(BaseSettings):
         description="Chunks per document with the chunk strategy; a request may ask for fewer, never more.",
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    span_window: int = Field(
+        1, ge=1, le=16, description="Sentences per window when a request asks for spans."
+    )
+    span_stride: int = Field(1, ge=1, le=16, description="Sentences between span windows.")
+    span_max_tokens: int = Field(
+        128, ge=8, description="A longer sentence is cut into pieces of this many tokens for spans."
+    )
+    max_spans: int = Field(
+        3, ge=1, le=64, description="Spans per document, at most (a request may ask for fewer)."
+    )
 
     # Images
     max_image_bytes: int = Field(
@@ -202,7 +216,13 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "model", "api_keys", "admin_keys", "cors_origins", "image_url_hosts", mode="before"
+        "model",
+        "api_keys",
+        "admin_keys",
+        "cors_origins",
+        "image_url_hosts",
+        "calibration",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -20,6 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from rerankd.calibration.attach import identity_of
+from rerankd.calibration.attach import load_all as load_calibrations
+from rerankd.calibration.attach import unmatched as unmatched_calibrations
+from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.errors import Conflict, LoadFailed, ModelNotFound, NotReady, RerankError
 from rerankd.metrics import Metrics
@@ -61,6 +65,7 @@ class ModelRegistry:
         self._handles: dict[str, ModelHandle] = {}  # uid -> handle, in launch order
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-loader")
         self._loading: dict[ModelHandle, asyncio.Future[None]] = {}
+        self.calibrations: list[Calibration] = []  # --calibration files, read at start-up
 
     # Start-up ----------------------------------------------------------------------------
 
@@ -76,6 +81,7 @@ class ModelRegistry:
             self._add(registration, "api", persisted=True)
         self.problems.extend(self.store.problems)
 
+        self.calibrations = load_calibrations(self.settings.calibration)
         launches = [self._startup_launch(text) for text in self.settings.model]
         cpu = [self._placement(r).cpu_replicas for r in launches]
         for index, request in enumerate(launches):
@@ -88,6 +94,9 @@ class ModelRegistry:
             self._load(handle)
             if handle.state is ModelState.FAILED:
                 raise LoadFailed(f"could not load {handle.uid!r}: {handle.error}")
+        unmatched_calibrations(
+            self.calibrations, [identity_of(h.engine.model) for h in self._handles.values()]
+        )
 
     def _with_server_defaults(self, registration: Registration) -> Registration:
         """`--family` / `--instruction` apply to start-up models that do not set their own."""
@@ -287,8 +296,8 @@ class ModelRegistry:
         started = time.perf_counter()
         self.metrics.model_loads.labels(name).inc()
         try:
-            engines, batcher, identity = load_replicas(
-                handle, self.settings, self.metrics.batch_observer(handle.uid)
+            engines, batcher, identity, calibration = load_replicas(
+                handle, self.settings, self.metrics.batch_observer(handle.uid), self.calibrations
             )
         except Exception as exc:  # noqa: BLE001 - a failed load is a state, not a crash
             self.metrics.model_load_failures.labels(name).inc()
@@ -310,6 +319,7 @@ class ModelRegistry:
         batcher.start()
         with handle._lock:
             handle.engines, handle.queue, handle.identity = engines, batcher, identity
+            handle.calibration = calibration
             handle.load_seconds = seconds
             if handle.state is ModelState.LOADING:
                 handle.state = ModelState.READY

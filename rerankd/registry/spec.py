@@ -49,6 +49,9 @@ class Registration(BaseModel):
     max_length: int | None = Field(None, ge=8, description="Tokens per pair.")
     backend: Literal["torch", "onnx"] | None = Field(None, description="torch or onnx.")
     dtype: str | None = Field(None, description="float32, float16, bfloat16 or int8.")
+    calibration: str | None = Field(
+        None, description="calibration.json (rerankd calibrate) made for these weights."
+    )
 
     @model_validator(mode="before")
     @classmethod
