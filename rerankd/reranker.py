@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +68,10 @@ class Reranker:
         raw: bool = False,
         policy: LongDocPolicy | None = None,
         instruction: str | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> np.ndarray:
-        """One score per (query, document) pair, in the order given."""
+        """One score per (query, document) pair, in the order given; `options`: the family's
+        extension fields (e.g. a layerwise model's `cutoff_layers`)."""
         pairs = list(pairs)
         if not pairs:
             return np.empty((0,), dtype=np.float64)
@@ -82,7 +84,7 @@ class Reranker:
         for query, positions in by_query.items():
             checked_query, documents = self._check(query, [pairs[p][1] for p in positions])
             scores[positions] = self._scores(
-                checked_query, documents, raw, policy or LongDocPolicy(), instruction
+                checked_query, documents, raw, policy or LongDocPolicy(), instruction, options
             )
         return scores
 
@@ -98,6 +100,7 @@ class Reranker:
         min_relevance: float | None = None,
         spans: bool = False,
         span_options: SpanOptions | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> list[RankedDocument]:
         """The documents ordered by relevance to the query, best first; calibrated when a
         calibration is attached, below `min_relevance` dropped, with each text document's best
@@ -106,7 +109,7 @@ class Reranker:
         top = check_top_n(top_n, len(checked))
         threshold = check_min_relevance(min_relevance)
         policy = policy or LongDocPolicy()
-        scores = self._scores(checked_query, checked, True, policy, instruction)
+        scores = self._scores(checked_query, checked, True, policy, instruction, options)
         relevance = self._relevance(raw)
         calibrated = self.calibration is not None and not raw
         ranked = rank(
@@ -118,7 +121,7 @@ class Reranker:
         )
         if not spans:
             return ranked
-        options = span_options or SpanOptions(max_windows=policy.max_chunks_per_doc)
+        cutting = span_options or SpanOptions(max_windows=policy.max_chunks_per_doc)
         out = []
         for result in ranked:
             document = checked[result.index]
@@ -126,7 +129,8 @@ class Reranker:
                 out.append(dataclasses.replace(result, spans=[]))
                 continue
             text = document.text
-            cuts = windows(pieces(text, self.engine.tokenizer.offsets, options.max_tokens), options)
+            units = pieces(text, self.engine.tokenizer.offsets, cutting.max_tokens)
+            cuts = windows(units, cutting)
             window_policy = dataclasses.replace(policy, strategy="truncate", allow_truncation=True)
             found = self._scores(
                 checked_query,
@@ -134,9 +138,10 @@ class Reranker:
                 True,
                 window_policy,
                 instruction,
+                options,
             )
             out.append(
-                dataclasses.replace(result, spans=best(cuts, relevance(found), options.max_spans))
+                dataclasses.replace(result, spans=best(cuts, relevance(found), cutting.max_spans))
             )
         return out
 
@@ -160,16 +165,18 @@ class Reranker:
         raw: bool,
         policy: LongDocPolicy,
         instruction: str | None,
+        options: Mapping[str, object] | None = None,
     ) -> np.ndarray:
         """Scores of inputs already checked by `_check`."""
         instruction = self.engine.instruction_for(instruction)
+        resolved = self.engine.family.options_for(options or {})
         limits = ImagePolicy()
         loaded = [
             load_inline(document, where, limits.max_bytes)
             for where, document in [("query", query), *_numbered(documents)]
         ]
         ready = decode_request(loaded[0], list(enumerate(loaded[1:])), limits.max_pixels)
-        plan = self.engine.plan(ready[0], ready[1:], policy, instruction)
+        plan = self.engine.plan(ready[0], ready[1:], policy, instruction, resolved)
         outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
         return scores if raw else self._relevance(False)(scores)

@@ -24,10 +24,12 @@ from rerankd.embeddings import Combine, EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy
 from rerankd.errors import InvalidInput, NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
+from rerankd.families.base import FamilyOptions
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_min_relevance, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
+from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
 from rerankd.scripts import script_notice
 from rerankd.spans import SpanOptions, pieces
 from rerankd.spans import best as span_best
@@ -52,6 +54,7 @@ class RerankRequest:
     truncation_direction: str = "right"
     allow_truncation: bool = True
     instruction: str | None = None  # None: the model's default (families that take one)
+    options: dict[str, object] = field(default_factory=dict)  # a family's extension fields
     priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
     min_relevance: float | None = None  # drop results scored below it (before top_n)
     return_spans: bool = False  # each result carries its best sentence-aligned spans
@@ -77,6 +80,7 @@ class RerankService:
         self.cache: ScoreCache | None = None
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
+        self.late = LateInteractionScorer(None, self.metrics)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -89,12 +93,19 @@ class RerankService:
         self.embedder.cache = tiered(
             EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
         )
+        self.late.cache = tiered(
+            TOKEN_VECTORS, s.token_vector_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+        )
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
         await self.registry.close()
-        caches: list[ScoreCache | EmbeddingCache | None] = [self.cache, self.embedder.cache]
+        caches: list[ScoreCache | EmbeddingCache | VectorCache | None] = [
+            self.cache,
+            self.embedder.cache,
+            self.late.cache,
+        ]
         for cache in caches:
             if cache is not None:
                 await cache.close()
@@ -149,6 +160,7 @@ class RerankService:
         policy = self._policy(request)
         min_relevance = check_min_relevance(request.min_relevance)
         served.engine.instruction_for(request.instruction)  # a model that takes none: 400 now
+        served.engine.family.options_for(request.options)  # bad family options: 400 now
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug(
                 "rerank input",
@@ -217,7 +229,24 @@ class RerankService:
         (raw, tokens, cached)."""
         engine = served.engine
         instruction = engine.instruction_for(request.instruction)
-        inputs = (*policy.cache_key(), instruction)
+        options = engine.family.options_for(request.options)
+        # Everything besides the texts that scores see (family options only where there are).
+        inputs: tuple[object, ...] = (*policy.cache_key(), instruction)
+        if options is not None:
+            inputs = (*inputs, options.cache_key())
+        if getattr(engine.family, "scoring", "") == "late_interaction":
+            late = await self.late.score(
+                model=served.name,
+                identity=served.identity,
+                family=engine.family,  # type: ignore[arg-type]
+                query=query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            return late.raw, late.tokens, late.cached
         if engine.family.embeds:
             embedded = await self.embedder.score(
                 model=served.name,
@@ -225,12 +254,12 @@ class RerankService:
                 inputs=inputs,
                 query=query,
                 documents=firsts,
-                plan=lambda q, docs: engine.plan(q, docs, policy, instruction),
+                plan=lambda q, docs: engine.plan(q, docs, policy, instruction, options),
                 submit=lambda items: served.batcher.submit(items, request.priority),
                 combine=_combine_rows(engine),
             )
             return embedded.raw, embedded.tokens, embedded.cached
-        return await self._scores(served, query, firsts, inputs, policy, request)
+        return await self._scores(served, query, firsts, inputs, policy, request, options)
 
     async def _spans(
         self,
@@ -289,6 +318,7 @@ class RerankService:
         inputs: tuple[object, ...],
         policy: LongDocPolicy,
         request: RerankRequest,
+        options: FamilyOptions | None,
     ) -> tuple[np.ndarray, int, int]:
         """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
         raw = np.empty(len(firsts), dtype=np.float64)
@@ -312,7 +342,9 @@ class RerankService:
             )  # refuse an overloaded request before paying for its tokenization
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
             instruction = engine.instruction_for(request.instruction)
-            plan = await asyncio.to_thread(engine.plan, todo[0], todo[1:], policy, instruction)
+            plan = await asyncio.to_thread(
+                engine.plan, todo[0], todo[1:], policy, instruction, options
+            )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             scores = plan.combine(outputs)
             raw[missing] = scores

@@ -31,6 +31,7 @@ from rerankd.api.fields import (
     spans_field,
 )
 from rerankd.api.inputs import MultiModal, QueryInput, count, is_image, to_document, to_documents
+from rerankd.api.layers import LayerFields
 from rerankd.api.lenient import WordBool
 from rerankd.api.vllm import VllmFields
 from rerankd.api.voyage import VoyageFields, VoyageResult, render_data
@@ -40,7 +41,7 @@ from rerankd.service import RerankRequest
 router = APIRouter(tags=["rerank"])
 
 
-class CohereRerankRequest(VoyageFields, VllmFields):
+class CohereRerankRequest(VoyageFields, VllmFields, LayerFields):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
@@ -112,6 +113,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
             truncation_direction=self.truncation_side or "right",
             allow_truncation=self.truncation is not False,
             instruction=self.instruction,
+            options=self.family_options(),
             priority=self.priority,
             min_relevance=self.min_relevance,
             return_spans=self.return_spans,

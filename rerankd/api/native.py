@@ -25,12 +25,13 @@ from rerankd.api.fields import (
     spans_field,
 )
 from rerankd.api.inputs import DocumentsInput, QueryInput, count, echo, to_document, to_documents
+from rerankd.api.layers import LayerFields
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
 
 
-class NativeRerankRequest(BaseModel):
+class NativeRerankRequest(LayerFields):
     model_config = ConfigDict(extra="ignore")
 
     query: QueryInput = Field(description="The search query: text, or {'image': ...}.")
@@ -67,6 +68,7 @@ class NativeRerankRequest(BaseModel):
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
             instruction=self.instruction,
+            options=self.family_options(),
             priority=self.priority,
             min_relevance=self.min_relevance,
             return_spans=self.return_spans,
@@ -156,7 +158,7 @@ class BatchQuery(BaseModel):
     top_n: TopN = None
 
 
-class BatchRerankRequest(BaseModel):
+class BatchRerankRequest(LayerFields):
     model_config = ConfigDict(extra="ignore")
 
     queries: list[BatchQuery] = Field(min_length=1, description="Queries, each with its documents.")
@@ -192,6 +194,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
             model=body.model,
             raw_scores=body.raw_scores,
             instruction=body.instruction,
+            options=body.family_options(),
         )
         for q in body.queries
     ]
