@@ -55,6 +55,13 @@ class Metrics:
         self.tokens = Counter(
             "rerankd_tokens_scored", "Tokens run through the model.", ["model"], registry=r
         )
+        self.shared_prefix = Counter(
+            "rerankd_shared_prefix_tokens",
+            "Prefix tokens (template, instruction, query) a yes/no LLM did not run again for "
+            "each document: the request's prefix ran once.",
+            ["model"],
+            registry=r,
+        )
         self.load_seconds = Gauge(
             "rerankd_model_load_seconds", "Time to load and warm up a model.", ["model"], registry=r
         )
@@ -165,6 +172,7 @@ class Metrics:
         for metric in (
             self.pairs,
             self.tokens,
+            self.shared_prefix,
             self.load_seconds,
             self.queue_pairs,
             self.queue_tokens,

@@ -38,6 +38,7 @@ class Reranker:
         cache_dir: Path | None = None,
         family: str | None = None,
         instruction: str | None = None,
+        share_prefix: bool = True,
     ) -> None:
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
@@ -46,6 +47,7 @@ class Reranker:
             max_length=max_length,
             threads=threads,
             cache_dir=cache_dir or default_cache_dir(),
+            share_prefix=share_prefix,
         )
         spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
         self.engine: Engine = load_engine(spec, options)

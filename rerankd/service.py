@@ -21,6 +21,7 @@ from rerankd.embeddings import Combine, EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy
 from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
+from rerankd.families.prefix import shared_tokens
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_top_n, rank
@@ -216,6 +217,7 @@ class RerankService:
             instruction = engine.instruction_for(request.instruction)
             plan = await asyncio.to_thread(engine.plan, todo[0], todo[1:], policy, instruction)
             outputs = await served.batcher.submit(plan.sequences, request.priority)
+            self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens

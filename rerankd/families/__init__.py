@@ -19,7 +19,9 @@ from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.mxbai import MxbaiRerankV2
 from rerankd.families.siglip import Siglip
+from rerankd.families.st_logit import SentenceTransformersLogitScore
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
+from rerankd.families.zerank import ZerankReranker
 
 if TYPE_CHECKING:
     from rerankd.models import ResolvedModel
@@ -28,10 +30,12 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
     for family in (
+        SentenceTransformersLogitScore,  # recognised from its saved modules, whatever its name
         JinaRerankerV3,
         Qwen3Reranker,
         BgeGemmaReranker,
         MxbaiRerankV2,
+        ZerankReranker,
         CrossEncoder,
         Colbert,
         Clip,
@@ -84,7 +88,9 @@ __all__ = [
     "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
+    "SentenceTransformersLogitScore",
     "Siglip",
     "check_family_name",
     "family_class",
+    "ZerankReranker",
 ]

@@ -76,6 +76,8 @@ class ModelFamily(ABC):
     def __init__(self, model: ResolvedModel, limits: Limits) -> None:
         self.model = model
         self.limits = limits
+        # Set by the engine when the backend's head runs a shared prefix once (prefix.py).
+        self.share_prefix = False
 
     # Recognising a model ------------------------------------------------------------------
 
@@ -235,7 +237,7 @@ class PairFamily(ModelFamily):
             room = min(room, policy.max_tokens_per_doc)
         if room < 1:
             raise InvalidInput("the query leaves no room for the documents; shorten it")
-        return _plan(
+        plan = _plan(
             [],
             self.document_ids(documents),
             room,
@@ -243,6 +245,11 @@ class PairFamily(ModelFamily):
             functools.partial(self.sequence, side),
             combine_pairs,
         )
+        return self.finish_plan(plan, side)
+
+    def finish_plan(self, plan: ScoringPlan, side: QuerySide) -> ScoringPlan:
+        """A last look at the plan, with the query side it was built from (prefix sharing)."""
+        return plan
 
 
 class EmbeddingFamily(ModelFamily):

@@ -21,10 +21,16 @@ the template stays the same and only which tokens of the document or query are k
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from rerankd.engine.backend import Batch
+from rerankd.engine.plan import ScoringPlan
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import PairFamily, QuerySide
+from rerankd.families.prefix import PrefixedSequence, run_prefixed, share_prefix
 
 if TYPE_CHECKING:
     import torch
@@ -69,6 +75,15 @@ class _YesNoFamily(PairFamily):
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode([text])[0]
+
+    def finish_plan(self, plan: ScoringPlan, side: QuerySide) -> ScoringPlan:
+        """With sharing on, the sequences as items that share the query side."""
+        return share_prefix(plan, len(side.before)) if self.share_prefix else plan
+
+    def run(self, backend_run: Callable[[Batch], np.ndarray], items: list[Any]) -> np.ndarray:
+        if items and isinstance(items[0], PrefixedSequence):
+            return run_prefixed(backend_run, items, self.pad_id)
+        return super().run(backend_run, items)
 
 
 class Qwen3Reranker(_YesNoFamily):
