@@ -90,6 +90,13 @@ app.command(help="Start the HTTP server (flags override RERANKD_* environment va
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Hub id, local directory, or 'builtin'.")
 ]
+FamilyOption = Annotated[
+    str | None,
+    typer.Option(help="Model family, when detection cannot tell (`rerankd families`)."),
+]
+InstructionOption = Annotated[
+    str | None, typer.Option(help="Instruction, for models whose family takes one.")
+]
 BackendOption = Annotated[str, typer.Option(help="torch or onnx.")]
 
 
@@ -122,12 +129,8 @@ def rerank(
     max_length: Annotated[
         int | None, typer.Option(help="Longest pair in tokens (default: the family's).")
     ] = None,
-    family: Annotated[
-        str | None, typer.Option(help="Model family, when detection cannot tell.")
-    ] = None,
-    instruction: Annotated[
-        str | None, typer.Option(help="Instruction, for models whose family takes one.")
-    ] = None,
+    family: FamilyOption = None,
+    instruction: InstructionOption = None,
     raw: Annotated[bool, typer.Option(help="Print raw logits.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -154,6 +157,7 @@ def rerank(
                 dtype=dtype,
                 max_length=max_length,
                 family=family,
+                instruction=instruction,
             )
             served = reranker.model
             results = reranker.rerank(query, texts, top_n=top_n, raw=raw, instruction=instruction)
@@ -202,6 +206,7 @@ def _rerank_remote(
 @app.command()
 def export(
     model: ModelOption = "builtin",
+    family: FamilyOption = None,
     int8: Annotated[
         bool, typer.Option("--int8", help="Also build the int8 quantized model.")
     ] = False,
@@ -227,7 +232,7 @@ def export(
     ) as progress:
         task = progress.add_task(steps[0], total=len(steps))
         try:
-            resolved = resolve(ModelSpec.parse(model))
+            resolved = resolve(ModelSpec.parse(model, family=family))
             progress.update(task, advance=1, description=steps[1])
             options = EngineOptions(
                 backend="onnx",
@@ -269,6 +274,7 @@ def families() -> None:
 @app.command()
 def models(
     model: Annotated[list[str] | None, typer.Argument(help="Model specs to resolve.")] = None,
+    family: FamilyOption = None,
 ) -> None:
     """Resolve model specs and print where their files are and their revision."""
     from rerankd.errors import RerankError
@@ -276,7 +282,7 @@ def models(
 
     for spec in model or ["builtin"]:
         try:
-            resolved = resolve(ModelSpec.parse(spec))
+            resolved = resolve(ModelSpec.parse(spec, family=family))
         except RerankError as exc:
             typer.echo(f"{spec}: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -314,10 +320,12 @@ def _read_jsonl(path: Path) -> list[str]:
 
 # eval / finetune: their own modules, registered here -------------------------------------------
 
+from rerankd.calibration.cli import calibrate_command  # noqa: E402
 from rerankd.evaluation.cli import eval_command  # noqa: E402
 from rerankd.finetune.cli import finetune_command  # noqa: E402
 
 app.command("eval")(eval_command)
+app.command("calibrate")(calibrate_command)
 app.command("finetune")(finetune_command)
 
 

@@ -80,6 +80,10 @@ class TextTokenizer:
         """The id of one vocabulary entry (not of a text: no tokenization)."""
         return self._tokenizer.token_to_id(token)
 
+    def decode(self, ids: list[int]) -> str:
+        """The text of token ids, special tokens kept (transformers' `decode` default)."""
+        return str(self._tokenizer.decode(ids, skip_special_tokens=False))
+
     def truncate_text(self, text: str, max_tokens: int) -> str:
         """`text` cut after its first `max_tokens` tokens (whole, if it is that short)."""
         encoding = self._tokenizer.encode(text, add_special_tokens=False)

@@ -7,6 +7,8 @@ returns one float32 row per sequence.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -133,8 +135,10 @@ class TokenLogitHead(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)
         batch = torch.arange(input_ids.shape[0], device=input_ids.device)
-        final = hidden[batch, last]  # [batch, hidden]
-        logits = (final @ self.rows.t() + self.row_bias).float() * self.logit_scale
+        # The answer rows are projected in float32 whatever the body's dtype: a bf16 logit
+        # keeps 8 bits of mantissa, and close documents would tie.
+        final = hidden[batch, last].float()  # [batch, hidden]
+        logits = (final @ self.rows.float().t() + self.row_bias.float()) * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         score: torch.Tensor = (logits * self.coefficients).sum(dim=1)
@@ -169,3 +173,127 @@ class DualTowerHead(nn.Module):
         pooled = getattr(features, "pooler_output", features)  # transformers 5 returns outputs
         embedding: torch.Tensor = nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
         return embedding
+
+
+def load_dense(path: Path, dtype: torch.dtype) -> nn.Linear:
+    """A sentence-transformers / PyLate `Dense` module's linear layer (PyLate runs it without
+    its activation function)."""
+    from safetensors.torch import load_file
+
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    linear = nn.Linear(
+        int(config["in_features"]), int(config["out_features"]), bias=bool(config.get("bias", True))
+    )
+    weights = path / "model.safetensors"
+    state = (
+        load_file(str(weights))
+        if weights.is_file()
+        else torch.load(str(path / "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    )
+    linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    return linear.to(dtype)
+
+
+class TokenVectorsHead(nn.Module):
+    """Late interaction (ColBERT): every position's last hidden state through the projections,
+    L2-normalised, float32 [batch, length, dim]. Padding positions are cut off by the family."""
+
+    def __init__(self, model: nn.Module, denses: list[nn.Linear]) -> None:
+        super().__init__()
+        self.model = model
+        self.denses = nn.ModuleList(denses)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+        for dense in self.denses:
+            hidden = dense(hidden)
+        return nn.functional.normalize(hidden, p=2.0, dim=-1).float()
+
+
+class ListwiseHead(nn.Module):
+    """A decoder read at marker tokens: (input_ids, attention_mask) -> [batch, 1 + slots, dim].
+
+    Row 0 of each block is the projected last hidden state at the query marker, rows 1..n at
+    the passage markers in order (the rest zero), float32: a fixed shape, so blocks of one
+    request cut into different batches still stack. The markers are picked with a one-hot
+    product (exact: one term per slot) so the graph exports to ONNX without dynamic shapes.
+    """
+
+    def __init__(
+        self, body: nn.Module, projector: nn.Module, doc_id: int, query_id: int, slots: int
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.projector = projector
+        self.doc_id = doc_id
+        self.query_id = query_id
+        self.slots = slots
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden: torch.Tensor = self.body(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=real_token_positions(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+        is_doc = input_ids == self.doc_id
+        slot = torch.where(is_doc, is_doc.long().cumsum(dim=1), torch.full_like(input_ids, -1))
+        slot = torch.where(input_ids == self.query_id, torch.zeros_like(slot), slot)
+        wanted = torch.arange(self.slots + 1, device=input_ids.device)
+        one_hot = (slot.unsqueeze(-1) == wanted).to(hidden.dtype)  # [batch, seq, 1 + slots]
+        real = attention_mask.unsqueeze(-1) > 0
+        hidden = torch.where(real, hidden, torch.zeros_like(hidden))
+        picked = one_hot.transpose(1, 2) @ hidden  # [batch, 1 + slots, hidden]
+        projected: torch.Tensor = self.projector(picked)
+        return projected.float()
+
+
+def load_listwise_head(
+    model: ResolvedModel, dtype: torch.dtype, attention: str, doc_id: int, query_id: int, slots: int
+) -> ListwiseHead:
+    """The Qwen3 body and the checkpoint's `projector.*` MLP (Linear, ReLU, Linear; no bias)."""
+    from transformers import Qwen3Model
+
+    body = load_pretrained(Qwen3Model, model, dtype, attention)
+    weights = _checkpoint_tensors(model, ("projector.0.weight", "projector.2.weight"))
+    first, second = weights["projector.0.weight"], weights["projector.2.weight"]
+    down = nn.Linear(first.shape[1], first.shape[0], bias=False)
+    out = nn.Linear(second.shape[1], second.shape[0], bias=False)
+    with torch.no_grad():
+        down.weight.copy_(first)
+        out.weight.copy_(second)
+    projector = nn.Sequential(down, nn.ReLU(), out)
+    return ListwiseHead(body, projector.to(dtype), doc_id, query_id, slots).eval()
+
+
+def _checkpoint_tensors(model: ResolvedModel, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Named tensors from the model's safetensors files (one file, or an indexed shard set)."""
+    import json
+
+    from safetensors import safe_open
+
+    index = model.path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        files = {name: model.path / weight_map[name] for name in names if name in weight_map}
+    else:
+        files = {name: model.path / "model.safetensors" for name in names}
+    found: dict[str, torch.Tensor] = {}
+    for name, file in files.items():
+        if file.is_file():
+            with safe_open(str(file), framework="pt") as handle:
+                stored = set(handle.keys())
+                if name in stored:
+                    found[name] = handle.get_tensor(name).float()
+    missing = [name for name in names if name not in found]
+    if missing:
+        from rerankd.errors import UnsupportedModel
+
+        raise UnsupportedModel(f"{model.path} has no {', '.join(missing)} in its safetensors")
+    return found

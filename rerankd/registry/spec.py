@@ -113,8 +113,13 @@ class Registration(BaseModel):
 
     @property
     def model_spec(self) -> ModelSpec:
+        """What `resolve` is given: the registration's family and default instruction with it."""
         return ModelSpec(
-            source=self.source, served_name=self.model_name, revision=self.model_revision
+            source=self.source,
+            served_name=self.model_name,
+            revision=self.model_revision,
+            family=self.family,
+            instruction=self.instruction,
         )
 
     def public(self) -> dict[str, Any]:
