@@ -67,7 +67,11 @@ class ResolvedModel:
     @property
     def max_positions(self) -> int:
         """The longest sequence the model's position embeddings allow."""
-        positions = int(self.config.get("max_position_embeddings", 512))
+        # Multimodal configs (Qwen3-VL) keep the decoder's limit in their text_config.
+        text = self.config.get("text_config") or {}
+        positions = int(
+            self.config.get("max_position_embeddings", text.get("max_position_embeddings", 512))
+        )
         # RoBERTa-family models reserve padding_idx + 1 positions.
         if self.config.get("model_type") in {"xlm-roberta", "roberta", "camembert"}:
             positions -= int(self.config.get("pad_token_id", 1)) + 1
