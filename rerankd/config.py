@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         ge=0,
         description="In-memory cache of bi-encoder document embeddings, in MiB (0 turns it off); shared through Redis too when --redis-url is set.",
     )
+    token_vector_cache_mb: int = Field(
+        512,
+        ge=0,
+        description="In-memory cache of late-interaction (ColBERT) document token vectors, in MiB (0 turns it off); shared through Redis (float16) too when --redis-url is set.",
+    )
 
     # Security
     api_keys: CommaList = Field(

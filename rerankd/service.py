@@ -26,6 +26,7 @@ from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
+from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
 from rerankd.scripts import script_notice
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class RerankService:
         self.cache: ScoreCache | None = None
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
+        self.late = LateInteractionScorer(None, self.metrics)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -81,12 +83,19 @@ class RerankService:
         self.embedder.cache = tiered(
             EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
         )
+        self.late.cache = tiered(
+            TOKEN_VECTORS, s.token_vector_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+        )
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
         await self.registry.close()
-        caches: list[ScoreCache | EmbeddingCache | None] = [self.cache, self.embedder.cache]
+        caches: list[ScoreCache | EmbeddingCache | VectorCache | None] = [
+            self.cache,
+            self.embedder.cache,
+            self.late.cache,
+        ]
         for cache in caches:
             if cache is not None:
                 await cache.close()
@@ -157,7 +166,20 @@ class RerankService:
         for index, document in enumerate(loaded):
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
-        if served.engine.family.embeds:
+        if getattr(served.engine.family, "scoring", "") == "late_interaction":
+            late = await self.late.score(
+                model=served.name,
+                identity=served.identity,
+                family=served.engine.family,  # type: ignore[arg-type]
+                query=loaded_query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            raw, tokens, cached = late.raw, late.tokens, late.cached
+        elif served.engine.family.embeds:
             engine = served.engine
             embedded = await self.embedder.score(
                 model=served.name,

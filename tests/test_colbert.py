@@ -128,3 +128,23 @@ def test_long_documents_truncate_or_chunk(colbert_model: Path) -> None:
     refused = LongDocPolicy(allow_truncation=False)
     with pytest.raises(Exception, match="allow truncation"):
         reranker.score([(QUERY, long)], policy=refused)
+
+
+def test_token_vector_codec_is_compact_float16() -> None:
+    from rerankd.scoring.late_interaction import TokenVectors, dump_vectors, load_vectors
+
+    rng = np.random.default_rng(0)
+    value = TokenVectors(
+        (
+            rng.standard_normal((7, 16), dtype=np.float32),
+            np.zeros((0, 16), np.float32),
+            rng.standard_normal((3, 16), dtype=np.float32),
+        )
+    )
+    data = dump_vectors(value)
+    assert len(data) == 8 + 4 * 3 + 2 * 16 * 10  # header, chunk lengths, float16 vectors
+    back = load_vectors(data)
+    assert [c.shape for c in back.chunks] == [(7, 16), (0, 16), (3, 16)]
+    for got, want in zip(back.chunks, value.chunks, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=2**-11, atol=1e-7)
