@@ -227,3 +227,54 @@ def test_long_prompts_are_cut_the_card_way(qwen3_vl_reranker: Path) -> None:
 def test_onnx_is_refused_with_the_reason(qwen3_vl_reranker: Path) -> None:
     with pytest.raises(UnsupportedModel, match="not exported"):
         Reranker(qwen3_vl_reranker, threads=1, backend="onnx")
+
+
+def test_images_are_held_to_the_card_pixel_budget(qwen3_vl_reranker: Path) -> None:
+    from rerankd.documents import ImageDocument
+
+    family: Any = Reranker(qwen3_vl_reranker, threads=1).engine.family
+    big = picture(1, (2600, 2200))  # 5.7 MP: ~5590 merged tokens unless resized
+    small = picture(2, (20, 20))  # below the 4-token floor
+    counts = []
+    for image in (big, small):
+        document = ImageDocument.from_bytes(b"x").with_pixels(image)
+        marker, [(pixels, grid)] = family._part(document)
+        tokens = marker.count("<|image_pad|>")
+        assert tokens == int(grid.prod()) // 4 and pixels.shape[0] == int(grid.prod())
+        counts.append(tokens)
+    assert counts[0] <= 1800 and counts[1] >= 4
+
+
+@pytest.fixture(scope="module")
+def server(qwen3_vl_reranker: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.server import run_server
+
+    args = ["--model", f"{qwen3_vl_reranker}=vl"]
+    with run_server(args, log_dir=tmp_path_factory.mktemp("qwen3-vl")) as running:
+        yield running
+
+
+def test_routes_rank_text_and_image_documents(server: Any, qwen3_vl_reranker: Path) -> None:
+    docs = documents()[2:6]  # two texts, two images
+    expected = Reranker(qwen3_vl_reranker, threads=1).score(
+        [(TextDocument("what is drawn in red"), as_rerankd(d)) for d in docs], raw=True
+    )
+    sent = [
+        text if data is None else {"image": base64.b64encode(data).decode()} for text, data in docs
+    ]
+    with server.client() as client:
+        native = client.post(
+            "/rerank", json={"query": "what is drawn in red", "documents": sent, "raw_scores": True}
+        )
+        assert native.status_code == 200, native.text
+        got = {r["index"]: r["score"] for r in native.json()["results"]}
+        assert np.abs(np.array([got[i] for i in range(len(docs))]) - expected).max() < 1e-5
+        assert native.json()["usage"]["tokens"] > 0
+        # An image query, on the Cohere-style route.
+        image_query = {"image": base64.b64encode(png(9, (64, 64))).decode()}
+        cohere = client.post("/v1/rerank", json={"query": image_query, "documents": sent})
+        assert cohere.status_code == 200, cohere.text
+        assert len(cohere.json()["results"]) == len(docs)
+        # Not an image: a 400 naming the document, nothing else lost.
+        bad = client.post("/rerank", json={"query": "q", "documents": [{"image": "bm90IGFu"}]})
+        assert bad.status_code in (400, 413, 422), bad.text
