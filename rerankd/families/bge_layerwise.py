@@ -89,9 +89,8 @@ INPUT_NAMES = [
 class _LayerwiseFamily(BgeGemmaReranker):
     """FlagEmbedding's bge prompt, scored by one layer's head (see the module docstring)."""
 
-    padding_side: ClassVar[PaddingSide] = (
-        "right"  # the compression (as FlagEmbedding's) needs the passage in place
-    )
+    # The compression (as FlagEmbedding's) needs each passage at the same place in its row.
+    padding_side: ClassVar[PaddingSide] = "right"
     onnx_refusal: ClassVar[str | None] = (
         "the cutoff layer and the compression are chosen per batch, so the graph's layer count "
         "and sequence length depend on input values; torch only"
