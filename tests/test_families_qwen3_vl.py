@@ -204,6 +204,21 @@ def test_text_query_over_texts_and_images_equals_the_card(
     assert np.std(expected) > 0.01
 
 
+def test_a_batch_of_texts_alone_equals_the_card(
+    qwen3_vl_reranker: Path, card: CardReranker
+) -> None:
+    """No image in the batch: the decoder's text-only positions, left-padded rows."""
+    docs: list[tuple[str | None, Any]] = [
+        ("short", None),
+        ("a much longer document about the apple phone and titanium " * 5, None),
+        ("mid length text here", None),
+    ]
+    expected_raw, _ = card.process(("what phone", None), docs, None)
+    reranker = Reranker(qwen3_vl_reranker, threads=1)
+    raw = reranker.score([("what phone", str(text)) for text, _ in docs], raw=True)
+    assert np.abs(raw - expected_raw).max() < 1e-5
+
+
 def test_image_query_equals_the_card(qwen3_vl_reranker: Path, card: CardReranker) -> None:
     query = (None, png(7, (96, 96)))
     docs = documents()
