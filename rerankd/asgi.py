@@ -76,7 +76,7 @@ def build(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         logger.info("metrics of every worker are shared through %s", shared)
     from rerankd.api import create_app  # after multiproc.prepare: metrics made from here on
 
-    app = create_app(settings, on_fatal=_stop)
+    app = create_app(settings, on_fatal=_stop, load_before_serving=True)
     app.state.workers = asdict(share)
     return app
 
