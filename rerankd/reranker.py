@@ -38,6 +38,7 @@ class Reranker:
         cache_dir: Path | None = None,
         family: str | None = None,
         instruction: str | None = None,
+        family_options: Mapping[str, object] | None = None,
     ) -> None:
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
@@ -47,7 +48,12 @@ class Reranker:
             threads=threads,
             cache_dir=cache_dir or default_cache_dir(),
         )
-        spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
+        spec = ModelSpec.parse(
+            str(model),
+            family=family,
+            instruction=instruction,
+            family_options=dict(family_options or {}),
+        )
         self.engine: Engine = load_engine(spec, options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
 

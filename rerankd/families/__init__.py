@@ -19,6 +19,7 @@ from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.mxbai import MxbaiRerankV2
+from rerankd.families.qwen3_vl import Qwen3VLReranker
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
@@ -32,6 +33,7 @@ FAMILIES: dict[str, type[ModelFamily]] = {
         JinaRerankerV3,
         BgeLayerwiseReranker,
         BgeLightweightReranker,
+        Qwen3VLReranker,
         Qwen3Reranker,
         BgeGemmaReranker,
         MxbaiRerankV2,
@@ -89,6 +91,7 @@ __all__ = [
     "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
+    "Qwen3VLReranker",
     "Siglip",
     "check_family_name",
     "family_class",

@@ -31,7 +31,7 @@ from rerankd.documents import TEXT_ONLY, Loaded, Modalities, TextDocument
 from rerankd.engine.backend import Batch, PaddedBatch
 from rerankd.engine.plan import LongDocPolicy, ScoringPlan, windows
 from rerankd.engine.tokenize import Sequence, TextTokenizer
-from rerankd.errors import InvalidInput
+from rerankd.errors import InvalidInput, UnsupportedModel
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +86,13 @@ class ModelFamily(ABC):
     def __init__(self, model: ResolvedModel, limits: Limits) -> None:
         self.model = model
         self.limits = limits
+        unknown = sorted(set(model.family_options) - set(self.option_fields))
+        if unknown:
+            takes = ", ".join(self.option_fields) or "none"
+            raise UnsupportedModel(
+                f"model {model.name!r} ({self.name}) has family_options it does not take: "
+                f"{', '.join(unknown)} (it takes: {takes})"
+            )
 
     # Recognising a model ------------------------------------------------------------------
 
