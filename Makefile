@@ -35,7 +35,19 @@ $(LITELLM_VENV)/.installed:
 	$(LITELLM_VENV)/bin/python -m pip install --quiet 'litellm>=1.70'
 	echo 'litellm>=1.70' > $@
 
-test: install system-deps $(LITELLM_VENV)/.installed
+# PyLate (the ColBERT reference) pins an older transformers / sentence-transformers stack, so
+# tests/test_colbert.py runs it from a venv of its own: torch 2.13.0 (CPU) first, then the
+# newest PyLate that resolves with it held by constraints.txt (later ones pin fast-plaid builds
+# tied to older torch releases).
+PYLATE_VENV := .venv-pylate
+PYLATE := pylate==1.2.0
+$(PYLATE_VENV)/.installed: constraints.txt
+	python3 -m venv --clear $(PYLATE_VENV)
+	$(PYLATE_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(PYLATE_VENV)/bin/python -m pip install --quiet -c constraints.txt '$(PYLATE)'
+	echo '$(PYLATE)' > $@
+
+test: install system-deps $(LITELLM_VENV)/.installed $(PYLATE_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 lint: install

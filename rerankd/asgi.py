@@ -64,7 +64,7 @@ def build(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         share.cores,
         extra={"workers": share.workers, "workers_from": share.source, "threads": share.threads},
     )
-    app = create_app(settings, on_fatal=_stop)
+    app = create_app(settings, on_fatal=_stop, load_before_serving=True)
     app.state.workers = asdict(share)
     return app
 

@@ -320,10 +320,12 @@ def _read_jsonl(path: Path) -> list[str]:
 
 # eval / finetune: their own modules, registered here -------------------------------------------
 
+from rerankd.calibration.cli import calibrate_command  # noqa: E402
 from rerankd.evaluation.cli import eval_command  # noqa: E402
 from rerankd.finetune.cli import finetune_command  # noqa: E402
 
 app.command("eval")(eval_command)
+app.command("calibrate")(calibrate_command)
 app.command("finetune")(finetune_command)
 
 

@@ -6,9 +6,10 @@ rerankd reads the environment at import time.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     instruction: str | None = Field(
         None,
         description="Default instruction for models whose family takes one (requests may send their own).",
+    )
+    family_options: str | None = Field(
+        None,
+        description="Defaults for the family's request fields, as a JSON object, e.g. '{\"cutoff_layers\": 28}' for a layerwise bge reranker (requests may send their own).",
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="Where ONNX exports are cached."
@@ -172,6 +177,11 @@ class Settings(BaseSettings):
         ge=0,
         description="In-memory cache of bi-encoder document embeddings, in MiB (0 turns it off); shared through Redis too when --redis-url is set.",
     )
+    token_vector_cache_mb: int = Field(
+        512,
+        ge=0,
+        description="In-memory cache of late-interaction (ColBERT) document token vectors, in MiB (0 turns it off); shared through Redis (float16) too when --redis-url is set.",
+    )
 
     # Security
     api_keys: CommaList = Field(
@@ -210,6 +220,19 @@ class Settings(BaseSettings):
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
             return [part.strip() for item in items for part in item.split(",") if part.strip()]
         return value
+
+    @field_validator("family_options")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(_json_object(value), dict):
+            raise ValueError("family_options must be a JSON object")
+        return value
+
+    @property
+    def family_defaults(self) -> dict[str, Any]:
+        """`family_options` parsed (validated as a JSON object at start-up)."""
+        parsed = _json_object(self.family_options) if self.family_options else {}
+        return dict(parsed) if isinstance(parsed, dict) else {}
 
     @field_validator("family")
     @classmethod
@@ -268,3 +291,10 @@ class Settings(BaseSettings):
             cache_dir=self.cache_dir,
             force_int8=self.force_int8,
         )
+
+
+def _json_object(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"family_options is not JSON: {exc.msg}") from None

@@ -127,6 +127,13 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
+        self.late_encoded = Counter(
+            "rerankd_late_interaction_encoded",
+            "Inputs a late-interaction model encoded to token vectors, by role (query or "
+            "document); a document whose vectors are cached costs none.",
+            ["model", "role"],
+            registry=r,
+        )
         self.cache_errors = Counter(
             "rerankd_cache_errors",
             "Cache operations that failed (the request went on).",

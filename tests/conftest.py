@@ -70,6 +70,14 @@ def modernbert_model(model_root: Path) -> Path:
     return build_modernbert_cross_encoder(model_root / "tiny-modernbert")
 
 
+# Late interaction (tests/test_colbert*.py, the README's ColBERT example): PyLate's format.
+@pytest.fixture(scope="session")
+def colbert_model(model_root: Path) -> Path:
+    from rerankd.devtools.synthetic_colbert import build_colbert
+
+    return build_colbert(model_root / "tiny-colbert")
+
+
 @pytest.fixture(scope="session")
 def jina_reranker_v3(model_root: Path) -> Path:
     """A tiny listwise jina-reranker-v3 (its name, as the real one's, says what it is)."""

@@ -85,8 +85,9 @@ def doc_id(position: int) -> str:
     return f"{position:05d}"
 
 
-def read_rerankd_jsonl(path: Path) -> EvalSet:
-    """The rerankd JSONL layout (see the module docstring)."""
+def read_rerankd_jsonl(path: Path, keep_unjudged: bool = False) -> EvalSet:
+    """The rerankd JSONL layout (see the module docstring). `keep_unjudged` keeps the queries
+    without a relevant document (calibration learns from their negatives; metrics skip them)."""
     queries: list[EvalQuery] = []
     qrels: Qrels = {}
     seen: set[str] = set()
@@ -110,12 +111,13 @@ def read_rerankd_jsonl(path: Path) -> EvalSet:
     if not qrels:
         raise DataError(path, "no query has a relevant document, so there is nothing to measure")
     notes = []
-    if unjudged:
+    if unjudged and not keep_unjudged:
         notes.append(
             f"{unjudged} of {len(queries)} queries have no relevant document and are left out "
             "of the means (trec_eval skips queries without judgments)"
         )
-    return EvalSet(path.stem, [q for q in queries if q.id in qrels], qrels, notes)
+    kept = queries if keep_unjudged else [q for q in queries if q.id in qrels]
+    return EvalSet(path.stem, kept, qrels, notes)
 
 
 def _documents(value: Any, path: Path, line: int) -> tuple[list[str], list[str]]:

@@ -12,7 +12,13 @@ from rerankd.evaluation.data import DataError, EvalSet, read_rerankd_jsonl
 
 
 def load_eval_set(
-    data: Path, run: Path | None, split: str, top_k: int, retriever: str, device: str
+    data: Path,
+    run: Path | None,
+    split: str,
+    top_k: int,
+    retriever: str,
+    device: str,
+    keep_unjudged: bool = False,
 ) -> EvalSet:
     """Read and check every input file; the retriever loads only once they are all fine."""
     if is_beir_dir(data):
@@ -25,7 +31,7 @@ def load_eval_set(
         raise DataError(
             run, "--run goes with the BEIR layout; a rerankd JSONL file has its candidates"
         )
-    return read_rerankd_jsonl(data)
+    return read_rerankd_jsonl(data, keep_unjudged)
 
 
 def _retrieve(model: str, top_k: int, device: str) -> Retriever:

@@ -11,11 +11,15 @@ from typing import TYPE_CHECKING
 
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
+from rerankd.families.bge_layerwise import BgeLayerwiseReranker, BgeLightweightReranker
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
+from rerankd.families.colbert import Colbert
 from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
+from rerankd.families.mxbai import MxbaiRerankV2
+from rerankd.families.qwen3_vl import Qwen3VLReranker
 from rerankd.families.siglip import Siglip
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 
@@ -27,9 +31,14 @@ FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
     for family in (
         JinaRerankerV3,
+        BgeLayerwiseReranker,
+        BgeLightweightReranker,
+        Qwen3VLReranker,
         Qwen3Reranker,
         BgeGemmaReranker,
+        MxbaiRerankV2,
         CrossEncoder,
+        Colbert,
         Clip,
         Siglip,
         BiEncoder,
@@ -68,16 +77,21 @@ def family_class(model: ResolvedModel, requested: str | None = None) -> type[Mod
 __all__ = [
     "FAMILIES",
     "BgeGemmaReranker",
+    "BgeLayerwiseReranker",
+    "BgeLightweightReranker",
     "BiEncoder",
     "Clip",
+    "Colbert",
     "CrossEncoder",
     "EmbeddingFamily",
     "JinaRerankerV3",
     "Limits",
     "ListwiseFamily",
     "ModelFamily",
+    "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
+    "Qwen3VLReranker",
     "Siglip",
     "check_family_name",
     "family_class",

@@ -7,6 +7,8 @@ returns one float32 row per sequence.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -133,8 +135,10 @@ class TokenLogitHead(nn.Module):
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)
         batch = torch.arange(input_ids.shape[0], device=input_ids.device)
-        final = hidden[batch, last]  # [batch, hidden]
-        logits = (final @ self.rows.t() + self.row_bias).float() * self.logit_scale
+        # The answer rows are projected in float32 whatever the body's dtype: a bf16 logit
+        # keeps 8 bits of mantissa, and close documents would tie.
+        final = hidden[batch, last].float()  # [batch, hidden]
+        logits = (final @ self.rows.float().t() + self.row_bias.float()) * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         score: torch.Tensor = (logits * self.coefficients).sum(dim=1)
@@ -169,6 +173,47 @@ class DualTowerHead(nn.Module):
         pooled = getattr(features, "pooler_output", features)  # transformers 5 returns outputs
         embedding: torch.Tensor = nn.functional.normalize(pooled.float(), p=2.0, dim=-1)
         return embedding
+
+
+def load_dense(path: Path, dtype: torch.dtype) -> nn.Linear:
+    """A sentence-transformers / PyLate `Dense` module's linear layer (PyLate runs it without
+    its activation function)."""
+    from safetensors.torch import load_file
+
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    linear = nn.Linear(
+        int(config["in_features"]), int(config["out_features"]), bias=bool(config.get("bias", True))
+    )
+    weights = path / "model.safetensors"
+    state = (
+        load_file(str(weights))
+        if weights.is_file()
+        else torch.load(str(path / "pytorch_model.bin"), map_location="cpu", weights_only=True)
+    )
+    linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    return linear.to(dtype)
+
+
+class TokenVectorsHead(nn.Module):
+    """Late interaction (ColBERT): every position's last hidden state through the projections,
+    L2-normalised, float32 [batch, length, dim]. Padding positions are cut off by the family."""
+
+    def __init__(self, model: nn.Module, denses: list[nn.Linear]) -> None:
+        super().__init__()
+        self.model = model
+        self.denses = nn.ModuleList(denses)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)[0]
+        for dense in self.denses:
+            hidden = dense(hidden)
+        return nn.functional.normalize(hidden, p=2.0, dim=-1).float()
 
 
 class ListwiseHead(nn.Module):

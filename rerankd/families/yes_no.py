@@ -21,10 +21,10 @@ the template stays the same and only which tokens of the document or query are k
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rerankd.errors import UnsupportedModel
-from rerankd.families.base import PairFamily, QuerySide
+from rerankd.families.base import PaddingSide, PairFamily, QuerySide
 
 if TYPE_CHECKING:
     import torch
@@ -47,8 +47,9 @@ def _causal_lm_of_type(model: ResolvedModel, model_types: tuple[str, ...]) -> bo
 class _YesNoFamily(PairFamily):
     """A causal LM read at its last token, on the rows of the tokens that answer."""
 
-    padding_side = "left"  # as the references pad; the head reads the last real token either way
-    int8_refusal = None
+    # As the references pad; the head reads the last real token either way.
+    padding_side: ClassVar[PaddingSide] = "left"
+    int8_refusal: ClassVar[str | None] = None
 
     @property
     def uses_type_ids(self) -> bool:

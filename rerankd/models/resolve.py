@@ -13,7 +13,8 @@ from rerankd.errors import ModelNotFound
 from rerankd.models.spec import BUILTIN_NAMES, ModelSpec, ResolvedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
+# Module folders: pooling (bi-encoders) and the projections of late-interaction models.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*_Dense/*"]
 
 
 def resolve(spec: ModelSpec) -> ResolvedModel:
@@ -35,6 +36,7 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
         family="",
         config=config,
         instruction=spec.instruction,
+        family_options=dict(spec.family_options),
     )
     return dataclasses.replace(found, family=family_class(found, spec.family).name)
 
@@ -45,8 +47,10 @@ def weights_hash(path: Path) -> str:
     files = sorted(p for p in path.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
     if not files:
         raise ModelNotFound(f"no weights (*.safetensors or *.bin) in {path}")
+    # A projection module's weights (ColBERT's Dense) change the scores as much as the encoder's.
+    files += sorted(p for p in path.glob("*_Dense/*") if p.suffix in _WEIGHT_SUFFIXES)
     for file in files:
-        digest.update(file.name.encode())
+        digest.update(file.relative_to(path).as_posix().encode())
         with file.open("rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
