@@ -90,6 +90,14 @@ def colbert_expanded(model_root: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def colbert_modernbert(model_root: Path) -> Path:
+    """GTE-ModernColBERT's shape: ModernBERT (rotary, local/global attention, no type ids)."""
+    from rerankd.devtools.synthetic_colbert import build_colbert
+
+    return build_colbert(model_root / "tiny-modern-colbert", encoder="modernbert", seed=5)
+
+
 CASES = [
     (QUERY, DOCUMENTS),
     (LONG_QUERY, DOCUMENTS[:3]),
@@ -97,9 +105,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("which", ["default", "expanded"])
-def test_scores_equal_pylate(which: str, colbert_model: Path, colbert_expanded: Path) -> None:
-    model = colbert_model if which == "default" else colbert_expanded
+@pytest.mark.parametrize("which", ["default", "expanded", "modernbert"])
+def test_scores_equal_pylate(which: str, request: pytest.FixtureRequest) -> None:
+    fixture = {"default": "colbert_model", "expanded": "colbert_expanded"}
+    model: Path = request.getfixturevalue(fixture.get(which, "colbert_modernbert"))
     expected = pylate_scores(model, CASES)
     reranker = Reranker(model, max_batch_tokens=256)  # several batches of mixed lengths
     assert reranker.engine.family.name == "colbert"
