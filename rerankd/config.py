@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         None, description="Redis URL for a shared score cache and rate limits."
     )
     redis_ttl: int = Field(86_400, ge=1, description="Seconds a score stays in Redis.")
+    cache_scope: Literal["shared", "key"] = Field(
+        "shared",
+        description="Whose requests share cached scores and embeddings: 'shared' (everyone), or "
+        "'key' (each API key, JWT subject or, without auth, client address: a tenant cannot tell "
+        "from usage.cached or latency what another tenant sent).",
+    )
     embedding_cache_mb: int = Field(
         256,
         ge=0,
@@ -206,6 +212,12 @@ class Settings(BaseSettings):
     )
     rate_limit: str | None = Field(
         None, description="Per key (or client address) rate limit, e.g. '100/second;2000/minute'."
+    )
+    rate_limit_on_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="When the Redis that holds rate limits fails or stalls: 'open' serves, counted "
+        "against the same limits in this process only, until Redis is back; 'closed' refuses "
+        "with 503 and Retry-After.",
     )
     cors_origins: CommaList = Field(
         default_factory=list, description="Origins allowed by CORS (off when empty)."

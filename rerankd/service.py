@@ -109,7 +109,7 @@ class RerankService:
         cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
         memory = cache.memory if cache is not None else None
         if memory is not None:
-            self.metrics.cache_entries.set_function(lambda: len(memory))
+            self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
         return cache
 
     # Requests --------------------------------------------------------------------------
