@@ -27,6 +27,7 @@ from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
 from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
+from rerankd.scoring.listwise import ListwiseScorer
 from rerankd.scripts import script_notice
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class RerankService:
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
         self.late = LateInteractionScorer(None, self.metrics)
+        self.listwise = ListwiseScorer(None)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -79,6 +81,7 @@ class RerankService:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
         self.cache = self._make_cache()
+        self.listwise.cache = self.cache
         s = self.settings
         self.embedder.cache = tiered(
             EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
@@ -179,6 +182,20 @@ class RerankService:
                 admit=served.batcher.admit,
             )
             raw, tokens, cached = late.raw, late.tokens, late.cached
+        elif getattr(served.engine.family, "scoring", "") == "listwise":
+            listwise = await self.listwise.score(
+                identity=served.identity,
+                inputs=inputs,
+                family=served.engine.family,
+                max_length=served.engine.max_length,
+                query=loaded_query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            raw, tokens, cached = listwise.raw, listwise.tokens, listwise.cached
         elif served.engine.family.embeds:
             engine = served.engine
             embedded = await self.embedder.score(

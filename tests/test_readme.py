@@ -24,7 +24,7 @@ def readme_curl_commands() -> list[str]:
 
 
 def test_readme_curl_examples_work(
-    tmp_path: Path, qwen3_reranker: Path, colbert_model: Path
+    tmp_path: Path, qwen3_reranker: Path, colbert_model: Path, jina_reranker_v3: Path
 ) -> None:
     commands = readme_curl_commands()
     assert len(commands) >= 7
@@ -37,6 +37,8 @@ def test_readme_curl_examples_work(
         f"{qwen3_reranker}=Qwen3-Reranker-0.6B",
         "--model",
         f"{colbert_model}=colbertv2.0",
+        "--model",
+        f"{jina_reranker_v3}=jina-reranker-v3",  # the listwise example
     ]
     with run_server(args, log_dir=tmp_path) as server:
         for command in commands:
