@@ -253,3 +253,27 @@ def test_x_request_id_is_echoed_only_as_a_bounded_token(cached_server: ServerPro
         if line.startswith("{") and '"request_id"' in line
     ]
     assert all(len(entry["request_id"]) <= 128 for entry in logged)
+
+
+def test_well_formed_embeddings_of_another_width_are_misses(
+    embedding_server: ServerProcess, shared_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Rows that pass the format checks but are not this model's width (384): a miss, both in
+    a process that knows the width and in a fresh one whose first request meets them."""
+    client = redis.Redis(port=shared_redis.port)
+    client.flushdb()
+    first = rerank(embedding_server, "width query")
+    keys = sorted(client.keys("rerankd:embedding:*"))
+    narrow = b"e1" + struct.pack("<II", 1, 4) + struct.pack("<4f", 0.5, 0.5, 0.5, 0.5)
+    for key in keys:
+        client.set(key, narrow)
+    again = rerank(embedding_server, "width query")
+    assert again["usage"]["cached"] == 0
+    assert scores(again) == pytest.approx(scores(first), abs=1e-5)
+    for key in client.keys("rerankd:embedding:*"):
+        client.set(key, narrow)
+    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0"]
+    with run_server(args, log_dir=tmp_path) as fresh:
+        body = rerank(fresh, "width query")  # every row it reads is 4 wide
+        assert body["usage"]["cached"] == 0
+        assert scores(body) == pytest.approx(scores(first), abs=1e-5)
