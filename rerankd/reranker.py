@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class Reranker:
         family: str | None = None,
         instruction: str | None = None,
         share_prefix: bool = True,
+        family_options: Mapping[str, object] | None = None,
     ) -> None:
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
@@ -49,7 +50,12 @@ class Reranker:
             cache_dir=cache_dir or default_cache_dir(),
             share_prefix=share_prefix,
         )
-        spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
+        spec = ModelSpec.parse(
+            str(model),
+            family=family,
+            instruction=instruction,
+            family_options=dict(family_options or {}),
+        )
         self.engine: Engine = load_engine(spec, options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
 
@@ -64,8 +70,10 @@ class Reranker:
         raw: bool = False,
         policy: LongDocPolicy | None = None,
         instruction: str | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> np.ndarray:
-        """One score per (query, document) pair, in the order given."""
+        """One score per (query, document) pair, in the order given; `options`: the family's
+        extension fields (e.g. a layerwise model's `cutoff_layers`)."""
         pairs = list(pairs)
         if not pairs:
             return np.empty((0,), dtype=np.float64)
@@ -78,7 +86,7 @@ class Reranker:
         for query, positions in by_query.items():
             checked_query, documents = self._check(query, [pairs[p][1] for p in positions])
             scores[positions] = self._scores(
-                checked_query, documents, raw, policy or LongDocPolicy(), instruction
+                checked_query, documents, raw, policy or LongDocPolicy(), instruction, options
             )
         return scores
 
@@ -91,11 +99,14 @@ class Reranker:
         raw: bool = False,
         policy: LongDocPolicy | None = None,
         instruction: str | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> list[RankedDocument]:
         """The documents ordered by relevance to the query, best first."""
         checked_query, checked = self._check(query, documents)
         top = check_top_n(top_n, len(checked))
-        scores = self._scores(checked_query, checked, raw, policy or LongDocPolicy(), instruction)
+        scores = self._scores(
+            checked_query, checked, raw, policy or LongDocPolicy(), instruction, options
+        )
         return rank(scores, checked, top)
 
     def _check(self, query: object, documents: object) -> tuple[Document, list[Document]]:
@@ -111,16 +122,18 @@ class Reranker:
         raw: bool,
         policy: LongDocPolicy,
         instruction: str | None,
+        options: Mapping[str, object] | None = None,
     ) -> np.ndarray:
         """Scores of inputs already checked by `_check`."""
         instruction = self.engine.instruction_for(instruction)
+        resolved = self.engine.family.options_for(options or {})
         limits = ImagePolicy()
         loaded = [
             load_inline(document, where, limits.max_bytes)
             for where, document in [("query", query), *_numbered(documents)]
         ]
         ready = decode_request(loaded[0], list(enumerate(loaded[1:])), limits.max_pixels)
-        plan = self.engine.plan(ready[0], ready[1:], policy, instruction)
+        plan = self.engine.plan(ready[0], ready[1:], policy, instruction, resolved)
         outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
         return scores if raw else self.engine.normalize(scores)

@@ -21,11 +21,14 @@ from rerankd.embeddings import Combine, EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy
 from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
+from rerankd.families.base import FamilyOptions
 from rerankd.families.prefix import shared_tokens
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
+from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
+from rerankd.scoring.listwise import ListwiseScorer
 from rerankd.scripts import script_notice
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ class RerankRequest:
     truncation_direction: str = "right"
     allow_truncation: bool = True
     instruction: str | None = None  # None: the model's default (families that take one)
+    options: dict[str, object] = field(default_factory=dict)  # a family's extension fields
     priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
 
 
@@ -68,6 +72,8 @@ class RerankService:
         self.cache: ScoreCache | None = None
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
+        self.late = LateInteractionScorer(None, self.metrics)
+        self.listwise = ListwiseScorer(None)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -76,16 +82,24 @@ class RerankService:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
         self.cache = self._make_cache()
+        self.listwise.cache = self.cache
         s = self.settings
         self.embedder.cache = tiered(
             EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+        )
+        self.late.cache = tiered(
+            TOKEN_VECTORS, s.token_vector_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
         )
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
         await self.registry.close()
-        caches: list[ScoreCache | EmbeddingCache | None] = [self.cache, self.embedder.cache]
+        caches: list[ScoreCache | EmbeddingCache | VectorCache | None] = [
+            self.cache,
+            self.embedder.cache,
+            self.late.cache,
+        ]
         for cache in caches:
             if cache is not None:
                 await cache.close()
@@ -96,7 +110,7 @@ class RerankService:
         cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
         memory = cache.memory if cache is not None else None
         if memory is not None:
-            self.metrics.cache_entries.set_function(lambda: len(memory))
+            self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
         return cache
 
     # Requests --------------------------------------------------------------------------
@@ -139,20 +153,51 @@ class RerankService:
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
         instruction = served.engine.instruction_for(request.instruction)
+        options = served.engine.family.options_for(request.options)
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug(
                 "rerank input",
                 extra={"query": _loggable(query), "documents": [_loggable(d) for d in documents]},
             )
         loaded_query, loaded = await self.images.load(query, documents)
-        inputs = (*policy.cache_key(), instruction)  # everything besides the texts that scores see
+        # Everything besides the texts that scores see (family options only where there are).
+        inputs: tuple[object, ...] = (*policy.cache_key(), instruction)
+        if options is not None:
+            inputs = (*inputs, options.cache_key())
 
         unique: dict[str, int] = {}  # content hash -> position among the distinct documents
         firsts: list[tuple[int, Loaded]] = []  # each distinct document, with its first index
         for index, document in enumerate(loaded):
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
-        if served.engine.family.embeds:
+        if getattr(served.engine.family, "scoring", "") == "late_interaction":
+            late = await self.late.score(
+                model=served.name,
+                identity=served.identity,
+                family=served.engine.family,  # type: ignore[arg-type]
+                query=loaded_query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            raw, tokens, cached = late.raw, late.tokens, late.cached
+        elif getattr(served.engine.family, "scoring", "") == "listwise":
+            listwise = await self.listwise.score(
+                identity=served.identity,
+                inputs=inputs,
+                family=served.engine.family,
+                max_length=served.engine.max_length,
+                query=loaded_query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            raw, tokens, cached = listwise.raw, listwise.tokens, listwise.cached
+        elif served.engine.family.embeds:
             engine = served.engine
             embedded = await self.embedder.score(
                 model=served.name,
@@ -160,14 +205,14 @@ class RerankService:
                 inputs=inputs,
                 query=loaded_query,
                 documents=firsts,
-                plan=lambda q, docs: engine.plan(q, docs, policy, instruction),
+                plan=lambda q, docs: engine.plan(q, docs, policy, instruction, options),
                 submit=lambda items: served.batcher.submit(items, request.priority),
                 combine=_combine_rows(engine),
             )
             raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
         else:
             raw, tokens, cached = await self._scores(
-                served, loaded_query, firsts, inputs, policy, request
+                served, loaded_query, firsts, inputs, policy, request, options
             )
 
         per_document = raw[[unique[d.digest] for d in loaded]]
@@ -192,6 +237,7 @@ class RerankService:
         inputs: tuple[object, ...],
         policy: LongDocPolicy,
         request: RerankRequest,
+        options: FamilyOptions | None,
     ) -> tuple[np.ndarray, int, int]:
         """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
         raw = np.empty(len(firsts), dtype=np.float64)
@@ -215,7 +261,9 @@ class RerankService:
             )  # refuse an overloaded request before paying for its tokenization
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
             instruction = engine.instruction_for(request.instruction)
-            plan = await asyncio.to_thread(engine.plan, todo[0], todo[1:], policy, instruction)
+            plan = await asyncio.to_thread(
+                engine.plan, todo[0], todo[1:], policy, instruction, options
+            )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))
             scores = plan.combine(outputs)

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rerankd.registry.sqlite_store import SqliteStore
 from tests.registry_helpers import SEED_NAME, launch, register, rerankd_cli, seed_spec
 from tests.server import ServerProcess, run_server
 
@@ -27,6 +28,11 @@ DOCUMENTS = [
     "北京是中华人民共和国的首都。",
 ]
 ADMIN, USER = "admin-key-1", "user-key-1"
+
+
+def stored_registrations(data: Path) -> dict:
+    """What the data directory's shared store holds (what every process of the host reads)."""
+    return SqliteStore(data).snapshot().registrations
 
 
 def native_scores(url: str, model: str) -> list[tuple[int, float]]:
@@ -89,8 +95,7 @@ def test_the_seed_flow_with_xinference_client_and_the_cli(
         for action in ("register", "launch", "terminate"):
             assert f"registry {action} {SEED_NAME} by ip:127.0.0.1" in logs
 
-    stored = json.loads((data / "registrations.json").read_text())
-    assert [r["model_name"] for r in stored["registrations"]] == [SEED_NAME]
+    assert list(stored_registrations(data)) == [SEED_NAME]
     with run_server(args, log_dir=tmp_path) as server:
         client = RESTfulClient(server.url)
         names = [r["model_name"] for r in client.list_model_registrations("rerank")]
@@ -102,7 +107,7 @@ def test_the_seed_flow_with_xinference_client_and_the_cli(
         client.terminate_model(uid)
         client.unregister_model("rerank", SEED_NAME)
         assert SEED_NAME not in [r["model_name"] for r in client.list_model_registrations("rerank")]
-    assert json.loads((data / "registrations.json").read_text())["registrations"] == []
+    assert stored_registrations(data) == {}
 
 
 @pytest.fixture(scope="module")
@@ -266,5 +271,4 @@ def test_a_corrupt_registrations_file_is_set_aside(
             register(server.url, seed_spec(bert_model, model_name="new"), persist=True).status_code
             == 200
         )
-    stored = json.loads((data / "registrations.json").read_text())
-    assert [r["model_name"] for r in stored["registrations"]] == ["new"]
+    assert list(stored_registrations(data)) == ["new"]

@@ -104,14 +104,17 @@ def test_the_store_writes_atomically_and_reads_back(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["registrations.json"]
 
 
-def test_a_corrupt_store_is_moved_aside(tmp_path: Path) -> None:
+def test_a_corrupt_store_is_moved_aside_and_one_bad_entry_is_skipped(tmp_path: Path) -> None:
     store = RegistrationStore(tmp_path)
-    for content in ('{"registrations": [', '{"registrations": [{"model_id": "x"}]}', "[]"):
+    for content in ('{"registrations": [', "[]"):
         store.path.write_text(content)
         assert store.load() == []
         assert not store.path.exists()
-    assert len(list(tmp_path.glob("registrations.json.corrupt-*"))) == 3
-    assert len(store.problems) == 3 and "model_name" in store.problems[1]
+    assert len(list(tmp_path.glob("registrations.json.corrupt-*"))) == 2
+    good = {"model_name": "ok", "model_id": "o/k"}
+    store.path.write_text(json.dumps({"registrations": [{"model_id": "x"}, good]}))
+    assert [r.model_name for r in store.load()] == ["ok"]  # the valid entry stays
+    assert "entry 0 skipped" in store.problems[-1] and "model_name" in store.problems[-1]
 
 
 def test_the_registrations_file_skips_bad_entries(tmp_path: Path) -> None:

@@ -31,13 +31,22 @@ def create_app(
     settings: Settings,
     service: RerankService | None = None,
     on_fatal: Callable[[BaseException], None] | None = None,
+    load_before_serving: bool = False,
 ) -> FastAPI:
-    """Build the app. Models load in the background: /health says 503 until they are ready."""
+    """Build the app. Models load in the background: /health says 503 until they are ready.
+
+    With `load_before_serving` (gunicorn/uvicorn workers), the lifespan's start-up waits for
+    the models, so a new or reloaded worker does not accept connections before it can serve
+    them: the workers already running (or the listen backlog) take the traffic meanwhile.
+    """
     service = service or RerankService(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(_load(app, service, on_fatal))
+        loaded = asyncio.Event()
+        loading = asyncio.create_task(_load(app, service, on_fatal, loaded))
+        if load_before_serving:
+            await loaded.wait()
         try:
             yield
         finally:
@@ -78,7 +87,12 @@ def create_app(
         authenticator=Authenticator(settings)
         if settings.auth_enabled or settings.admin_keys
         else None,
-        rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
+        rate_limiter=RateLimiter(
+            settings.rate_limit,
+            settings.redis_url,
+            on_failure=settings.rate_limit_on_failure,
+            metrics=service.metrics,
+        )
         if settings.rate_limit
         else None,
     )
@@ -95,10 +109,17 @@ def create_app(
 
 
 async def _load(
-    app: FastAPI, service: RerankService, on_fatal: Callable[[BaseException], None] | None
+    app: FastAPI,
+    service: RerankService,
+    on_fatal: Callable[[BaseException], None] | None,
+    loaded: asyncio.Event,
 ) -> None:
+    """Load the start-up models, then follow the shared desired state until shutdown."""
     try:
-        await asyncio.to_thread(service.load)
+        try:
+            await asyncio.to_thread(service.load)
+        finally:
+            loaded.set()
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # noqa: BLE001 - reported, then the server stops
@@ -106,6 +127,9 @@ async def _load(
         logger.error("could not load models: %s", exc)
         if on_fatal is not None:
             on_fatal(exc)
+        return
+    # From now on, follow the shared desired state (launches made through other processes).
+    await service.registry.follow()
 
 
 def _document_bodies(app: FastAPI) -> None:

@@ -23,6 +23,7 @@ from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
 from rerankd.api.fields import Priority, Text, instruction_field
 from rerankd.api.inputs import MultiModal, QueryInput, count, is_image, to_document, to_documents
+from rerankd.api.layers import LayerFields
 from rerankd.api.lenient import WordBool
 from rerankd.api.vllm import VllmFields
 from rerankd.api.voyage import VoyageFields, VoyageResult, render_data
@@ -32,7 +33,7 @@ from rerankd.service import RerankRequest
 router = APIRouter(tags=["rerank"])
 
 
-class CohereRerankRequest(VoyageFields, VllmFields):
+class CohereRerankRequest(VoyageFields, VllmFields, LayerFields):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(None, description="Served model name (default: the first).")
@@ -101,6 +102,7 @@ class CohereRerankRequest(VoyageFields, VllmFields):
             truncation_direction=self.truncation_side or "right",
             allow_truncation=self.truncation is not False,
             instruction=self.instruction,
+            options=self.family_options(),
             priority=self.priority,
         )
 

@@ -25,6 +25,7 @@ from rerankd.api.errors import ERROR_RESPONSES, ErrorBody
 from rerankd.api.security import Principal
 from rerankd.errors import Forbidden, Unauthorized
 from rerankd.registry import LaunchRequest, ModelHandle, Registration
+from rerankd.registry.desired import StoredLaunch
 from rerankd.registry.registry import Entry, ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,15 @@ class ModelCard(BaseModel):
     model_type: str = MODEL_TYPE
     model_name: str
     model_uid: str
-    state: str = Field(description="loading, ready, draining or failed")
+    state: str = Field(
+        description="On this process: pending (launched elsewhere, not started here yet), "
+        "loading, ready, draining or failed"
+    )
+    desired: str = Field(
+        "local",
+        description="launched: in the shared desired state, every process serves it; "
+        "local: this process only (a start-up --model, or a persist: false registration)",
+    )
     error: str | None = Field(None, description="Why the load failed")
     replica: int
     replicas: int
@@ -95,7 +104,11 @@ class RegistrationInfo(BaseModel):
     model_name: str
     is_builtin: bool
     origin: str = Field(description="builtin, file, startup or api")
-    persisted: bool
+    persisted: bool = Field(
+        description="In the shared store (every process knows it, it survives restarts); "
+        "false: this process only"
+    )
+    scope: str = Field(description="shared, or process (persist: false)")
 
 
 # Access ----------------------------------------------------------------------------------
@@ -161,7 +174,7 @@ async def register_model(request: Request, model_type: str, body: RegisterBody) 
         raise RequestValidationError(
             [{**e, "loc": ("body", "model", *e["loc"])} for e in exc.errors()]
         ) from None
-    entry = _registry(request).register(
+    entry = await _registry(request).register(
         registration, persist=body.persist, replace=body.replace, by=who
     )
     return _registration_info(entry, detailed=True)
@@ -177,6 +190,7 @@ async def list_registrations(
     request: Request, model_type: str, detailed: bool = Query(False)
 ) -> list[dict[str, Any]]:
     _check_type(model_type)
+    await _registry(request).sync()
     return [_registration_info(e, detailed) for e in _registry(request).entries()]
 
 
@@ -188,6 +202,7 @@ async def list_registrations(
 )
 async def get_registration(request: Request, model_type: str, model_name: str) -> dict[str, Any]:
     _check_type(model_type)
+    await _registry(request).sync()
     return _registration_info(_registry(request).entry(model_name), detailed=True)
 
 
@@ -200,7 +215,7 @@ async def get_registration(request: Request, model_type: str, model_name: str) -
 async def unregister_model(request: Request, model_type: str, model_name: str) -> dict[str, Any]:
     who = require_admin(request)
     _check_type(model_type)
-    entry = _registry(request).unregister(model_name, by=who)
+    entry = await _registry(request).unregister(model_name, by=who)
     return _registration_info(entry, detailed=False)
 
 
@@ -210,6 +225,9 @@ def _registration_info(entry: Entry, detailed: bool) -> dict[str, Any]:
         "is_builtin": entry.origin == "builtin",
         "origin": entry.origin,
         "persisted": entry.persisted,
+        "scope": "process"
+        if entry.origin in ("api", "startup") and not entry.persisted
+        else "shared",
     }
     return {**entry.registration.public(), **summary} if detailed else summary
 
@@ -241,7 +259,11 @@ async def launch_model(
 
 @router.get("/v1/models", response_model=ModelList, summary="Launched models")
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_card(request, h) for h in _registry(request).handles()])
+    registry = _registry(request)
+    await registry.sync()
+    cards = [_card(request, h) for h in registry.handles()]
+    cards += [_pending_card(request, s) for s in registry.pending()]
+    return ModelList(data=cards)
 
 
 @router.get(
@@ -251,7 +273,12 @@ async def list_models(request: Request) -> ModelList:
     summary="One launched model (Xinference's describe)",
 )
 async def get_model(request: Request, model_uid: str) -> ModelCard:
-    return _card(request, _registry(request).handle(model_uid))
+    registry = _registry(request)
+    await registry.sync()
+    for stored in registry.pending():
+        if stored.uid == model_uid:
+            return _pending_card(request, stored)
+    return _card(request, registry.handle(model_uid))
 
 
 @router.delete(
@@ -268,3 +295,20 @@ async def terminate_model(request: Request, model_uid: str) -> TerminateResult:
 
 def _card(request: Request, handle: ModelHandle) -> ModelCard:
     return ModelCard(**handle.describe(), address=str(request.base_url).rstrip("/"))
+
+
+def _pending_card(request: Request, stored: StoredLaunch) -> ModelCard:
+    """A launch the desired state holds that this process has not started yet."""
+    devices = stored.request.devices or state.settings(request).devices
+    return ModelCard(
+        id=stored.uid,
+        created=int(stored.at),
+        model_name=stored.request.model_name,
+        model_uid=stored.uid,
+        state="pending",
+        desired="launched",
+        replica=stored.request.replica_count or len(devices),
+        replicas=stored.request.replica_count or len(devices),
+        devices=list(devices),
+        address=str(request.base_url).rstrip("/"),
+    )

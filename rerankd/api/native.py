@@ -17,12 +17,13 @@ from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
 from rerankd.api.fields import Priority, TopN, instruction_field
 from rerankd.api.inputs import DocumentsInput, QueryInput, count, echo, to_document, to_documents
+from rerankd.api.layers import LayerFields
 from rerankd.service import RerankRequest, RerankResult
 
 router = APIRouter(tags=["rerank"])
 
 
-class NativeRerankRequest(BaseModel):
+class NativeRerankRequest(LayerFields):
     model_config = ConfigDict(extra="ignore")
 
     query: QueryInput = Field(description="The search query: text, or {'image': ...}.")
@@ -56,6 +57,7 @@ class NativeRerankRequest(BaseModel):
             max_tokens_per_doc=self.max_tokens_per_doc,
             max_chunks_per_doc=self.max_chunks_per_doc,
             instruction=self.instruction,
+            options=self.family_options(),
             priority=self.priority,
         )
 
@@ -133,7 +135,7 @@ class BatchQuery(BaseModel):
     top_n: TopN = None
 
 
-class BatchRerankRequest(BaseModel):
+class BatchRerankRequest(LayerFields):
     model_config = ConfigDict(extra="ignore")
 
     queries: list[BatchQuery] = Field(min_length=1, description="Queries, each with its documents.")
@@ -169,6 +171,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
             model=body.model,
             raw_scores=body.raw_scores,
             instruction=body.instruction,
+            options=body.family_options(),
         )
         for q in body.queries
     ]

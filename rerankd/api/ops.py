@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 import rerankd
 from rerankd.api import state
+from rerankd.errors import NotReady
 
 router = APIRouter(tags=["operations"])
 
@@ -26,10 +27,24 @@ class Health(BaseModel):
     response_model=Health,
     responses={503: {"model": Health, "description": "Loading or draining"}},
 )
-async def health(request: Request) -> JSONResponse:
-    """200 when every model is loaded; 503 while loading and while draining after SIGTERM."""
+async def health(
+    request: Request,
+    model: str | None = Query(
+        None, description="A model's readiness on this process instead of the process's"
+    ),
+) -> JSONResponse:
+    """200 when every model is loaded; 503 while loading and while draining after SIGTERM.
+
+    With `?model=NAME`: 200 when that model is ready here, 503 + Retry-After while it loads
+    here (it is launched), 404 when nobody launched it.
+    """
     service = state.service(request)
     lifecycle = state.lifecycle(request)
+    if model is not None:
+        if not service.ready:
+            raise NotReady("the server is still loading its models")
+        handle = service.registry.readiness(model)
+        return JSONResponse({"status": "ok", "model": handle.uid, "model_loaded": True})
     if lifecycle.draining:
         return JSONResponse({"status": "draining", "model_loaded": service.ready}, status_code=503)
     if lifecycle.load_error is not None:

@@ -16,6 +16,7 @@ from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import LongDocPolicy, ScoringPlan
 from rerankd.engine.tokenize import TextTokenizer
 from rerankd.families import FAMILIES, Limits, ModelFamily
+from rerankd.families.base import FamilyOptions
 from rerankd.models import ModelSpec, ResolvedModel, resolve
 
 logger = logging.getLogger(__name__)
@@ -59,10 +60,13 @@ class Engine:
         documents: Iterable[str | Loaded],
         policy: LongDocPolicy,
         instruction: str | None = None,
+        options: FamilyOptions | None = None,
     ) -> ScoringPlan:
         """Items to run for one request (plain strings are text documents; images must be
-        decoded); `instruction` must come from `instruction_for`."""
-        return self.family.plan_documents(
+        decoded); `instruction` must come from `instruction_for`, `options` from the family's
+        `options_for`."""
+        family = self.family if options is None else self.family.with_options(options)
+        return family.plan_documents(
             _document(query), [_document(d) for d in documents], policy, instruction
         )
 

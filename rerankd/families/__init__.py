@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
+from rerankd.families.bge_layerwise import BgeLayerwiseReranker, BgeLightweightReranker
 from rerankd.families.bi_encoder import BiEncoder
 from rerankd.families.clip import Clip
 from rerankd.families.colbert import Colbert
@@ -18,6 +19,7 @@ from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.mxbai import MxbaiRerankV2
+from rerankd.families.qwen3_vl import Qwen3VLReranker
 from rerankd.families.siglip import Siglip
 from rerankd.families.st_logit import SentenceTransformersLogitScore
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
@@ -32,6 +34,9 @@ FAMILIES: dict[str, type[ModelFamily]] = {
     for family in (
         SentenceTransformersLogitScore,  # recognised from its saved modules, whatever its name
         JinaRerankerV3,
+        BgeLayerwiseReranker,
+        BgeLightweightReranker,
+        Qwen3VLReranker,
         Qwen3Reranker,
         BgeGemmaReranker,
         MxbaiRerankV2,
@@ -76,6 +81,8 @@ def family_class(model: ResolvedModel, requested: str | None = None) -> type[Mod
 __all__ = [
     "FAMILIES",
     "BgeGemmaReranker",
+    "BgeLayerwiseReranker",
+    "BgeLightweightReranker",
     "BiEncoder",
     "Clip",
     "Colbert",
@@ -88,6 +95,7 @@ __all__ = [
     "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
+    "Qwen3VLReranker",
     "SentenceTransformersLogitScore",
     "Siglip",
     "check_family_name",

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from rerankd.documents import TEXT_ONLY, Loaded, Modalities, TextDocument
 from rerankd.engine.backend import Batch, PaddedBatch
 from rerankd.engine.plan import LongDocPolicy, ScoringPlan, windows
 from rerankd.engine.tokenize import Sequence, TextTokenizer
-from rerankd.errors import InvalidInput
+from rerankd.errors import InvalidInput, UnsupportedModel
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +39,16 @@ if TYPE_CHECKING:
     from rerankd.models import ResolvedModel
 
 PaddingSide = Literal["left", "right"]
+
+
+class FamilyOptions(Protocol):
+    """A family's per-request choices (e.g. a layerwise model's cutoff layer), resolved."""
+
+    def cache_key(self) -> tuple[object, ...]:
+        """Every choice that changes a score (part of the score cache's key)."""
+        ...
+
+
 ENCODER_TYPES = frozenset({"bert", "xlm-roberta", "roberta", "camembert", "electra"})
 
 
@@ -78,6 +88,13 @@ class ModelFamily(ABC):
         self.limits = limits
         # Set by the engine when the backend's head runs a shared prefix once (prefix.py).
         self.share_prefix = False
+        unknown = sorted(set(model.family_options) - set(self.option_fields))
+        if unknown:
+            takes = ", ".join(self.option_fields) or "none"
+            raise UnsupportedModel(
+                f"model {model.name!r} ({self.name}) has family_options it does not take: "
+                f"{', '.join(unknown)} (it takes: {takes})"
+            )
 
     # Recognising a model ------------------------------------------------------------------
 
@@ -129,6 +146,24 @@ class ModelFamily(ABC):
         if requested is not None and requested.strip():
             return requested
         return self.model.instruction or self.default_instruction
+
+    # Extension fields a request may send for this family (e.g. `cutoff_layers`).
+    option_fields: ClassVar[tuple[str, ...]] = ()
+
+    def options_for(self, requested: Mapping[str, object]) -> FamilyOptions | None:
+        """A request's family fields, checked and completed with the model's defaults; None
+        for a family that takes none (then any such field is a 400)."""
+        sent = sorted(k for k, v in requested.items() if v is not None)
+        if sent:
+            raise InvalidInput(
+                f"model {self.model.name!r} ({self.name}) takes no {', '.join(sent)}; "
+                "send the request without it"
+            )
+        return None
+
+    def with_options(self, options: FamilyOptions) -> ModelFamily:
+        """This family planning with `options` (from `options_for`)."""
+        return self
 
     @abstractmethod
     def plan(

@@ -100,13 +100,8 @@ def maxsim(query: np.ndarray, document: np.ndarray) -> float:
     """Sum over query vectors of the best dot product with a document vector."""
     if len(document) == 0:
         return 0.0
-    similarities = query.astype(np.float32) @ document.astype(np.float32).T
+    similarities = query.astype(np.float32, copy=False) @ document.astype(np.float32, copy=False).T
     return float(similarities.max(axis=1).astype(np.float64).sum())
-
-
-def combine_chunks(query: np.ndarray, chunks: list[np.ndarray]) -> float:
-    """A document's raw score: its best chunk's MaxSim."""
-    return max(maxsim(query, chunk) for chunk in chunks)
 
 
 class Colbert(ModelFamily):

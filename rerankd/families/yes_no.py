@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from rerankd.engine.backend import Batch
 from rerankd.engine.plan import ScoringPlan
 from rerankd.errors import UnsupportedModel
-from rerankd.families.base import PairFamily, QuerySide
+from rerankd.families.base import PaddingSide, PairFamily, QuerySide
 from rerankd.families.prefix import PrefixedSequence, run_prefixed, share_prefix
 
 if TYPE_CHECKING:
@@ -53,8 +53,9 @@ def _causal_lm_of_type(model: ResolvedModel, model_types: tuple[str, ...]) -> bo
 class _YesNoFamily(PairFamily):
     """A causal LM read at its last token, on the rows of the tokens that answer."""
 
-    padding_side = "left"  # as the references pad; the head reads the last real token either way
-    int8_refusal = None
+    # As the references pad; the head reads the last real token either way.
+    padding_side: ClassVar[PaddingSide] = "left"
+    int8_refusal: ClassVar[str | None] = None
 
     @property
     def uses_type_ids(self) -> bool:

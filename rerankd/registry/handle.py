@@ -51,6 +51,7 @@ class ModelHandle:
     registration: Registration
     placement: Placement
     launched_by: str
+    desired: bool = False  # launched through the shared desired state (every process runs it)
     state: ModelState = ModelState.LOADING
     error: str | None = None
     load_seconds: float | None = None
@@ -147,6 +148,7 @@ class ModelHandle:
             "created": self.created,
             "in_flight": self.in_flight,
             "launched_by": self.launched_by,
+            "desired": "launched" if self.desired else "local",
         }
         if self.engines:
             described.update(

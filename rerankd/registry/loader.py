@@ -12,6 +12,7 @@ import time
 from rerankd.batching import BatchObserver, DynamicBatcher
 from rerankd.config import Settings
 from rerankd.engine import Engine, EngineOptions, load_engine
+from rerankd.engine.identity import cache_identity
 from rerankd.engine.options import default_batch_tokens
 from rerankd.engine.tokenize import Sequence
 from rerankd.models import resolve
@@ -59,8 +60,7 @@ def load_replicas(
         observer=observer,
         name=handle.uid,
     )
-    identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
-    return engines, batcher, identity
+    return engines, batcher, cache_identity(engines[0])
 
 
 def close_engines(engines: list[Engine]) -> None:

@@ -1,16 +1,23 @@
 """`ModelRegistry`: the registrations a server knows and the models it runs.
 
 Registrations come from four places, in this order (a later one may not take a name an
-earlier one holds): the built-in model, the operator's `--registrations-file`, the data
-directory's persisted file, and the API. Models are launched from a registration under a uid
-(the name clients send as `model`), loaded in the background on one loader thread, and
-terminated by draining their leases first. The start-up `--model` list goes through the same
-launch path, synchronously, before the server reports ready.
+earlier one holds): the built-in model, the operator's `--registrations-file`, the shared
+desired state (desired.py: Redis or the data directory's SQLite file), and the API. Models are
+launched from a registration under a uid (the name clients send as `model`), loaded in the
+background on one loader thread, and terminated by draining their leases first. The start-up
+`--model` list goes through the same launch path, synchronously, before the server reports
+ready, and so do the launches the desired state holds.
+
+A change made through the API with `persist: true` (and any launch of a shared registration)
+is written to the store first, and applied here only once the store took it; every other
+process applies it when `follow()` sees the store's version move. `persist: false` keeps a
+registration (and its launches) in this process only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -25,6 +32,7 @@ from rerankd.errors import Conflict, LoadFailed, ModelNotFound, NotReady, Rerank
 from rerankd.metrics import Metrics
 from rerankd.models import ModelSpec
 from rerankd.registry.cores import CoreBudget
+from rerankd.registry.desired import DesiredStore, Snapshot, StoredLaunch, StoreUnavailable
 from rerankd.registry.handle import ModelHandle, ModelState, Placement
 from rerankd.registry.loader import close_engines, give_memory_back, load_replicas
 from rerankd.registry.spec import (
@@ -41,6 +49,8 @@ changes = logging.getLogger("rerankd.registry.changes")
 # What clients send when the user named no model: infinity-client's default, and empty.
 DEFAULT_MODEL_NAMES = frozenset({"", "default/not-specified"})
 STARTUP = "startup"
+RECONCILE = "reconcile"
+POLL_SECONDS = 0.25  # how often a process compares the store's version with its own
 
 
 @dataclass
@@ -61,6 +71,31 @@ class ModelRegistry:
         self._handles: dict[str, ModelHandle] = {}  # uid -> handle, in launch order
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-loader")
         self._loading: dict[ModelHandle, asyncio.Future[None]] = {}
+        self._desired: DesiredStore | None = None
+        self._snapshot = Snapshot(version=-1)  # the desired state last applied here
+        self._changing: asyncio.Lock | None = None  # one change or reconcile at a time
+        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._warned: set[str] = set()
+        self._store_down_logged = 0.0
+
+    @property
+    def desired(self) -> DesiredStore:
+        """The shared store, opened on first use (Redis with --redis-url, else SQLite)."""
+        if self._desired is None:
+            if self.settings.redis_url:
+                from rerankd.registry.redis_store import RedisStore
+
+                self._desired = RedisStore(self.settings.redis_url)
+            else:
+                from rerankd.registry.sqlite_store import SqliteStore
+
+                self._desired = SqliteStore(self.settings.data_dir)
+        return self._desired
+
+    def _lock(self) -> asyncio.Lock:
+        if self._changing is None:
+            self._changing = asyncio.Lock()
+        return self._changing
 
     # Start-up ----------------------------------------------------------------------------
 
@@ -72,9 +107,18 @@ class ModelRegistry:
                 self.settings.registrations_file, self.problems
             ):
                 self._add(registration, "file")
-        for registration in self.store.load():
-            self._add(registration, "api", persisted=True)
-        self.problems.extend(self.store.problems)
+        self._import_legacy_file()
+        try:
+            snapshot = self.desired.snapshot()
+        except StoreUnavailable as exc:
+            snapshot = Snapshot(version=-1)
+            self._problem(f"{exc.message}; starting without the shared registrations")
+        self.problems.extend(snapshot.problems)
+        for name, stored in snapshot.registrations.items():
+            if name in self._entries:
+                self._problem(f"shared registration {name!r} skipped: the name is taken here")
+            else:
+                self._entries[name] = Entry(stored.registration, "api", persisted=True)
 
         launches = [self._startup_launch(text) for text in self.settings.model]
         cpu = [self._placement(r).cpu_replicas for r in launches]
@@ -88,19 +132,42 @@ class ModelRegistry:
             self._load(handle)
             if handle.state is ModelState.FAILED:
                 raise LoadFailed(f"could not load {handle.uid!r}: {handle.error}")
+        # The launches every process serves load before this one takes traffic too; one that
+        # fails here is only a failed state (another process may load it fine).
+        for handle in self._adopt_launches(snapshot):
+            self._load(handle)
+        self._snapshot = snapshot
+
+    def _import_legacy_file(self) -> None:
+        """`registrations.json` from before the shared store: its entries move into the store."""
+        if not self.store.path.exists():
+            return
+        imported = 0
+        for registration in self.store.load():
+            try:
+                self.desired.put_registration(registration, by="import", replace=False)
+                imported += 1
+            except (Conflict, StoreUnavailable) as exc:
+                self._problem(f"{registration.model_name!r} not imported: {exc.message}")
+        self.problems.extend(self.store.problems)
+        self.store.retire(imported)
 
     def _with_server_defaults(self, registration: Registration) -> Registration:
         """`--family` / `--instruction` apply to start-up models that do not set their own."""
         defaults = {
             "family": registration.family or self.settings.family,
             "instruction": registration.instruction or self.settings.instruction,
+            "family_options": registration.family_options or self.settings.family_defaults or None,
         }
         return registration.model_copy(update=defaults)
 
     def _startup_launch(self, text: str) -> LaunchRequest:
         """`--model NAME` launches a registration; any other spec registers itself first."""
         spec = ModelSpec.parse(
-            text, family=self.settings.family, instruction=self.settings.instruction
+            text,
+            family=self.settings.family,
+            instruction=self.settings.instruction,
+            family_options=self.settings.family_defaults,
         )
         entry = self._entries.get(spec.source)
         if entry is None or spec.revision:
@@ -148,85 +215,133 @@ class ModelRegistry:
             raise ModelNotFound(f"no registration named {name!r}; registered: {known}")
         return entry
 
-    def register(
+    async def register(
         self, registration: Registration, *, persist: bool, replace: bool, by: str
     ) -> Entry:
+        """Store first (persist: the shared store; else this process), then apply here."""
         name = registration.model_name
-        old = self._entries.get(name)
-        if old is not None:
-            if not replace:
-                raise Conflict(
-                    f"a model named {name!r} is already registered; unregister it first or "
-                    "ask for replace"
+        async with self._lock():
+            await self._refresh()
+            old = self._entries.get(name)
+            if old is not None:
+                if old.origin in ("builtin", "file"):
+                    raise Conflict(
+                        f"{name!r} comes from the {old.origin} registrations and is fixed"
+                    )
+                if not replace:
+                    raise Conflict(
+                        f"a model named {name!r} is already registered; unregister it first "
+                        "or ask for replace"
+                    )
+                if old.persisted and not persist:
+                    raise Conflict(
+                        f"{name!r} is shared by every process; replace it with persist: true"
+                    )
+            if persist:
+                version = await asyncio.to_thread(
+                    self.desired.put_registration, registration, by=by, replace=replace
                 )
-            if old.origin in ("builtin", "file"):
-                raise Conflict(f"{name!r} comes from the {old.origin} registrations and is fixed")
-        entry = Entry(registration, "api", persisted=persist)
-        self._entries[name] = entry
-        if persist or (old is not None and old.persisted):
-            self._save()
+                self._seen(version)
+            entry = Entry(registration, "api", persisted=persist)
+            self._entries[name] = entry
         self._log("register", name, by, persist=persist, replaced=old is not None)
         return entry
 
-    def unregister(self, name: str, *, by: str) -> Entry:
-        entry = self.entry(name)
-        if entry.origin in ("builtin", "file"):
-            raise Conflict(f"{name!r} comes from the {entry.origin} registrations and is fixed")
-        running = [h.uid for h in self._handles.values() if h.registration.model_name == name]
-        if running:
-            raise Conflict(
-                f"{name!r} is running as {', '.join(map(repr, running))}; terminate it first"
-            )
-        del self._entries[name]
-        if entry.persisted:
-            self._save()
+    async def unregister(self, name: str, *, by: str) -> Entry:
+        async with self._lock():
+            await self._refresh()
+            entry = self.entry(name)
+            if entry.origin in ("builtin", "file"):
+                raise Conflict(f"{name!r} comes from the {entry.origin} registrations and is fixed")
+            running = [h.uid for h in self._handles.values() if h.registration.model_name == name]
+            if running:
+                raise Conflict(
+                    f"{name!r} is running as {', '.join(map(repr, running))}; terminate it first"
+                )
+            if entry.persisted:
+                self._seen(await asyncio.to_thread(self.desired.delete_registration, name))
+            del self._entries[name]
         self.metrics.remove_registration(name)
         self._log("unregister", name, by)
         return entry
 
-    def _save(self) -> None:
-        self.store.save([e.registration for e in self._entries.values() if e.persisted])
-
     # Launch and terminate ----------------------------------------------------------------
 
     async def launch(self, request: LaunchRequest, *, by: str, wait: bool) -> ModelHandle:
-        """Start loading a registered model in the background; with `wait`, until it is done."""
-        self.entry(request.model_name)  # 404 before anything else
-        uid = request.model_uid or self._free_uid(request.model_name)
-        old = self._handles.get(uid)
-        if old is not None:
-            if old.state is not ModelState.FAILED:
-                raise Conflict(f"a model runs as {uid!r} already ({old.state.value})")
-            self._remove(old)  # a failed launch is replaced by a new one
-        request = request.model_copy(update={"model_uid": uid})
-        handle = self._new_handle(request, by)
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(loop.run_in_executor(self._loader, self._load, handle))
-        self._loading[handle] = task
-        task.add_done_callback(lambda _: self._loading.pop(handle, None))
+        """Start loading a registered model in the background; with `wait`, until it is done.
+
+        A shared registration's launch goes to the store first: every process serves it.
+        """
+        async with self._lock():
+            await self._refresh()
+            entry = self.entry(request.model_name)  # 404 before anything else
+            shared = entry.persisted or entry.origin in ("builtin", "file")
+            taken = set(self._snapshot.launches) if shared else set()
+            uid = request.model_uid or self._free_uid(request.model_name, taken)
+            old = self._handles.get(uid)
+            if old is not None:
+                if old.state is not ModelState.FAILED:
+                    raise Conflict(f"a model runs as {uid!r} already ({old.state.value})")
+                if old.desired and shared:  # a failed launch is replaced by a new one
+                    self._seen(await asyncio.to_thread(self.desired.delete_launch, uid))
+                self._remove(old)
+            request = request.model_copy(update={"model_uid": uid})
+            if shared:
+                self._seen(await asyncio.to_thread(self.desired.put_launch, request, by=by))
+            handle = self._new_handle(request, by)
+            handle.desired = shared
+            task = self._start_loading(handle)
         if wait:
             await asyncio.shield(task)
             if handle.state is ModelState.FAILED:
                 raise LoadFailed(f"model {uid!r} failed to load: {handle.error}")
         return handle
 
+    def _start_loading(self, handle: ModelHandle) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.run_in_executor(self._loader, self._load, handle))
+        self._loading[handle] = task
+        task.add_done_callback(lambda _: self._loading.pop(handle, None))
+        return task
+
     async def terminate(self, uid: str, *, by: str) -> dict[str, Any]:
-        """Refuse new requests, let the leased ones finish, then free the model."""
-        handle = self.handle(uid)
-        previous = handle.state
-        if previous is ModelState.DRAINING:
-            raise Conflict(f"model {uid!r} is being terminated already")
+        """Take the launch out of the desired state (every process stops it), then stop it here."""
+        async with self._lock():
+            handle = self._handles.get(uid)
+            stored: StoredLaunch | None = None
+            if handle is None or handle.desired:
+                stored = await asyncio.to_thread(self.desired.launch, uid)
+            if handle is None and stored is None:
+                raise ModelNotFound(f"no model runs as {uid!r}; {self._served_sentence()}")
+            if handle is not None and handle.state is ModelState.DRAINING:
+                raise Conflict(f"model {uid!r} is being terminated already")
+            if stored is not None:
+                self._seen(await asyncio.to_thread(self.desired.delete_launch, uid))
+            if handle is None:  # launched elsewhere, never loaded here
+                self._log("terminate", stored.request.model_name if stored else uid, by, uid=uid)
+                return {"model_uid": uid, "drained_requests": 0, "seconds": 0.0}
+            previous = self._drain(handle)
+        return await self._stop(handle, previous, by)
+
+    def _drain(self, handle: ModelHandle) -> ModelState:
+        """Refuse new leases from now on; returns the state it had."""
+        with handle._lock:
+            previous, handle.state = handle.state, ModelState.DRAINING
+        self._set_state_metric(handle)
+        return previous
+
+    async def _stop(self, handle: ModelHandle, previous: ModelState, by: str) -> dict[str, Any]:
+        """Let the leased requests finish (the handle is draining), then free the model."""
+        uid = handle.uid
         started = time.perf_counter()
         in_flight = handle.in_flight
-        with handle._lock:
-            handle.state = ModelState.DRAINING
-        self._set_state_metric(handle)
         drained = await handle.wait_drained(self.settings.request_timeout + 5)
         loading = self._loading.get(handle)
         if loading is not None:
             # The loader thread finishes this load first; it sees `draining`, so never serves it.
             await asyncio.gather(asyncio.shield(loading), return_exceptions=True)
         await asyncio.to_thread(self._free, handle)
+        self._seen(0)  # a launch of the same uid may have come while this one drained
         seconds = time.perf_counter() - started
         self._log(
             "terminate",
@@ -342,15 +457,148 @@ class ModelRegistry:
         self.cores.give_back(handle.uid)
         self.metrics.remove_model(handle.uid)
 
-    def _free_uid(self, name: str) -> str:
-        if name not in self._handles:
+    def _free_uid(self, name: str, taken: set[str]) -> str:
+        if name not in self._handles and name not in taken:
             return name
         return f"{name}-{uuid.uuid4().hex[:8]}"
+
+    # The desired state -------------------------------------------------------------------
+
+    async def follow(self, interval: float = POLL_SECONDS) -> None:
+        """Reconcile with the shared store until cancelled (a task of the app's lifespan).
+
+        Polls the version (one indexed read), reads the whole state only when it moved, and
+        wakes at once when a request named a model the store launched but this process lacks.
+        A store that is down changes nothing here: the running models keep serving.
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        self._wake = (loop, wake)
+        while True:
+            try:
+                async with self._lock():
+                    await self._refresh()
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad round
+                logger.exception("reconciling with the desired state failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
+
+    async def sync(self) -> None:
+        """Catch up with the store now (a read route's answer is then as fresh as a write's).
+
+        A store that is down leaves this process's view as it is.
+        """
+        try:
+            async with self._lock():
+                await self._refresh()
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+
+    async def _refresh(self) -> None:
+        """Apply the store's state if its version moved (the caller holds the change lock)."""
+        version = await asyncio.to_thread(self.desired.version)
+        if version == self._snapshot.version:
+            return
+        snapshot = await asyncio.to_thread(self.desired.snapshot)
+        self._apply(snapshot)
+
+    def _seen(self, version: int) -> None:
+        """Our own write moved the version: re-read on the next round (cheap, and exact)."""
+        del version
+        self._snapshot = Snapshot(
+            -1, self._snapshot.registrations, self._snapshot.launches, self._snapshot.problems
+        )
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        """Make this process match `snapshot`: registrations, then launches and terminations."""
+        for name, stored in snapshot.registrations.items():
+            entry = self._entries.get(name)
+            if entry is None or entry.persisted:
+                if entry is None or entry.registration != stored.registration:
+                    self._entries[name] = Entry(stored.registration, "api", persisted=True)
+            else:
+                self._warn_once(f"shared registration {name!r} skipped: the name is taken here")
+        for name, entry in list(self._entries.items()):
+            if entry.persisted and name not in snapshot.registrations:
+                del self._entries[name]
+        for handle in self._adopt_launches(snapshot):
+            self._start_loading(handle)
+        for handle in list(self._handles.values()):
+            if (
+                handle.desired
+                and handle.uid not in snapshot.launches
+                and handle.state is not ModelState.DRAINING
+            ):
+                previous = self._drain(handle)
+                asyncio.ensure_future(self._stop(handle, previous, RECONCILE))
+        self._snapshot = snapshot
+
+    def _adopt_launches(self, snapshot: Snapshot) -> list[ModelHandle]:
+        """Handles for the desired launches this process does not run yet (not loaded)."""
+        adopted = []
+        for uid, stored in snapshot.launches.items():
+            held = self._handles.get(uid)
+            if held is not None:
+                if not held.desired:
+                    self._warn_once(f"launch {uid!r} skipped: a process-local model has the uid")
+                continue
+            if stored.request.model_name not in self._entries:
+                self._warn_once(
+                    f"launch {uid!r} skipped: no registration named "
+                    f"{stored.request.model_name!r} here"
+                )
+                continue
+            handle = self._new_handle(stored.request, stored.by or RECONCILE)
+            handle.desired = True
+            adopted.append(handle)
+        return adopted
+
+    def _desired_launch(self, name: str) -> StoredLaunch | None:
+        """A launch of `name` in the store (by uid or registration name) that is not here yet."""
+        for stored in self._snapshot.launches.values():
+            if name in (stored.uid, stored.request.model_name):
+                return stored
+        try:
+            found = self.desired.launch(name)  # the poll may not have seen it yet
+        except StoreUnavailable:
+            return None
+        if found is not None and self._wake is not None:
+            loop, wake = self._wake
+            loop.call_soon_threadsafe(wake.set)
+        return found
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        logger.warning(message)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self._problem(message)
+
+    def _store_down(self, exc: StoreUnavailable) -> None:
+        """At most one log line a minute while the store is down."""
+        now = time.monotonic()
+        if now - self._store_down_logged >= 60:
+            self._store_down_logged = now
+            logger.warning("%s; serving what runs here until it is back", exc.message)
 
     # Reading and leasing -----------------------------------------------------------------
 
     def handles(self) -> list[ModelHandle]:
         return list(self._handles.values())
+
+    def pending(self) -> list[StoredLaunch]:
+        """Launches the desired state holds that this process has not started yet."""
+        return [s for uid, s in self._snapshot.launches.items() if uid not in self._handles]
+
+    def readiness(self, name: str) -> ModelHandle:
+        """The handle of `name` if it is ready here; NotReady (503) or ModelNotFound (404)."""
+        with self.lease(name) as handle:
+            return handle
 
     def handle(self, uid: str) -> ModelHandle:
         handle = self._handles.get(uid)
@@ -386,6 +634,8 @@ class ModelRegistry:
                 handle.engine.model.source,
             ):
                 return handle
+        if self._desired_launch(name) is not None:
+            raise NotReady(f"model {name!r} is launched and still loading on this process")
         raise ModelNotFound(f"model {name!r} is not served here; {self._served_sentence()}")
 
     def _refusal(self, handle: ModelHandle) -> RerankError:
@@ -407,6 +657,8 @@ class ModelRegistry:
     # Shutdown ----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        if self._desired is not None:
+            self._desired.close()
         for task in list(self._loading.values()):
             task.cancel()
         self._loader.shutdown(wait=False, cancel_futures=True)

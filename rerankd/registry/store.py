@@ -1,9 +1,11 @@
-"""Registrations on disk: the data directory's file, and an operator's file (a ConfigMap).
+"""Registrations in files: the data directory's old file, and an operator's file (a ConfigMap).
 
-The data directory's `registrations.json` is rewritten atomically (a temporary file in the same
-directory, flushed and fsynced, then renamed over the old one), so a crash leaves either the
-old file or the new one, never a torn one. A file that cannot be read at start is reported,
-moved aside as `registrations.json.corrupt-<time>`, and the server starts without it.
+The data directory's `registrations.json` is where persisted registrations lived before the
+shared store (desired.py); at start its entries move into the store and the file is renamed
+`registrations.json.imported-<time>`. An entry that does not validate is reported and skipped
+(the rest are imported); a file that cannot be parsed at all is reported and moved aside as
+`registrations.json.corrupt-<time>`. `save` still writes the file atomically (a temporary file
+in the same directory, flushed and fsynced, then renamed over the old one).
 
 The operator's file (`--registrations-file`) is read-only to rerankd: a JSON list of
 registrations, one registration, or `{"registrations": [...]}`. An entry that does not
@@ -47,10 +49,28 @@ class RegistrationStore:
                 document.get("registrations"), list
             ):
                 raise ValueError('expected {"registrations": [...]}')
-            return [Registration.model_validate(item) for item in document["registrations"]]
-        except (OSError, UnicodeDecodeError, ValueError, ValidationError) as exc:
+            items = document["registrations"]
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             self._set_aside(exc)
             return []
+        found = []
+        for index, item in enumerate(items):
+            try:
+                found.append(Registration.model_validate(item))
+            except ValidationError as exc:
+                _report(self.problems, f"{self.path}: entry {index} skipped: {_reason(exc)}")
+        return found
+
+    def retire(self, imported: int) -> None:
+        """Rename the file once its entries are in the shared store (kept, never deleted)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{FILE_NAME}.imported-{stamp}")
+        try:
+            os.replace(self.path, target)
+        except OSError as exc:
+            _report(self.problems, f"{self.path} could not be renamed ({exc.strerror})")
+            return
+        logger.info("%d registration(s) from %s moved into the shared store", imported, target)
 
     def save(self, registrations: list[Registration]) -> None:
         """Write every persisted registration at once, atomically."""
