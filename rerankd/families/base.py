@@ -70,6 +70,8 @@ class ModelFamily(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for `--help` and the docs
     reference: ClassVar[str]  # the implementation whose scores this family reproduces
+    # The largest deviation from the reference the tests allow or measured (docs/families.md).
+    deviation: ClassVar[str] = "see docs/families.md"
     takes_instruction: ClassVar[bool] = False
     default_instruction: ClassVar[str | None] = None
     default_max_length: ClassVar[int] = 512

@@ -30,6 +30,7 @@ class ZerankReranker(_YesNoFamily):
     name = "zerank"
     summary = "zerank-style (zerank-1-small, zerank-2): Qwen3ForCausalLM, query as the system turn"
     reference = "the zerank model cards' template and score: sigmoid(logit('Yes') / 5)"
+    deviation = "torch < 1e-5, ONNX < 1e-4 (tests/test_families_causal.py)"
     takes_instruction = False  # the system turn is the query itself
     default_max_length = 8192
     SCALE = 5.0  # the cards' divisor before the sigmoid
