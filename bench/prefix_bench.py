@@ -6,7 +6,7 @@ Requests: one query and 32 passages of 20-400 words (bench/workload.py), each wi
 instruction of about 40 tokens and then of about 400 tokens. Modes, one after the other in
 this process, on the same requests:
 
-- `card`: the model card's loop (left padding, batches of 32, full-vocabulary head);
+- `card`: the model card's loop (left padding, batches of CARD_BATCH, full-vocabulary head);
 - `whole`: rerankd (torch), every sequence run whole (`share_prefix=False`);
 - `shared`: rerankd (torch), the instruction+query prefix run once per request.
 
@@ -29,6 +29,9 @@ import numpy as np
 from bench.llm_rerank_bench import MAX_LENGTH, PREFIX, SUFFIX, model_dir
 from bench.workload import Request, WorkloadSpec, make_requests
 
+# The card batches 32, but its full-vocabulary logits at every position (32 x ~1500 tokens x
+# 151,669 floats = 30 GB) do not fit this 23 GB machine: 4 per batch here.
+CARD_BATCH = 4
 SHORT = "Given a web search query, retrieve relevant passages that answer the query"
 # About 400 tokens: a task description with rules, as teams write for domain rerankers.
 LONG = " ".join(
@@ -62,9 +65,9 @@ def card_scorer(path: Any, device: str, threads: int) -> Any:
             for doc in request.documents
         ]
         raw: list[float] = []
-        for start in range(0, len(texts), 32):
+        for start in range(0, len(texts), CARD_BATCH):
             inputs = tokenizer(
-                texts[start : start + 32],
+                texts[start : start + CARD_BATCH],
                 padding=False,
                 truncation="longest_first",
                 return_attention_mask=False,
