@@ -312,7 +312,12 @@ def families() -> None:
 
     for name, family in FAMILIES.items():
         instruction = "takes an instruction" if family.takes_instruction else "no instruction"
-        typer.echo(f"{name}: {family.summary} [{instruction}; reference: {family.reference}]")
+        # A family's own figure only: a subclass measures its own (or points to the docs).
+        deviation = vars(family).get("deviation", "see docs/families.md")
+        typer.echo(
+            f"{name}: {family.summary} [{instruction}; reference: {family.reference}; "
+            f"deviation: {deviation}]"
+        )
 
 
 @app.command()

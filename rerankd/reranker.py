@@ -42,6 +42,8 @@ class Reranker:
         family: str | None = None,
         instruction: str | None = None,
         calibration: Path | str | None = None,
+        share_prefix: bool = True,
+        family_options: Mapping[str, object] | None = None,
     ) -> None:
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
@@ -50,8 +52,14 @@ class Reranker:
             max_length=max_length,
             threads=threads,
             cache_dir=cache_dir or default_cache_dir(),
+            share_prefix=share_prefix,
         )
-        spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
+        spec = ModelSpec.parse(
+            str(model),
+            family=family,
+            instruction=instruction,
+            family_options=dict(family_options or {}),
+        )
         resolved = resolve(spec)
         self.calibration = find_calibration(resolved, str(calibration) if calibration else None, ())
         self.engine: Engine = load_engine(resolved, options)

@@ -25,11 +25,13 @@ from rerankd.engine import Engine, LongDocPolicy
 from rerankd.errors import InvalidInput, NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
 from rerankd.families.base import FamilyOptions
+from rerankd.families.prefix import shared_tokens
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_min_relevance, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
 from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
+from rerankd.scoring.listwise import ListwiseScorer
 from rerankd.scripts import script_notice
 from rerankd.spans import SpanOptions, pieces
 from rerankd.spans import best as span_best
@@ -81,6 +83,7 @@ class RerankService:
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
         self.late = LateInteractionScorer(None, self.metrics)
+        self.listwise = ListwiseScorer(None)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -89,6 +92,7 @@ class RerankService:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
         self.cache = self._make_cache()
+        self.listwise.cache = self.cache
         s = self.settings
         self.embedder.cache = tiered(
             EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
@@ -116,7 +120,7 @@ class RerankService:
         cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
         memory = cache.memory if cache is not None else None
         if memory is not None:
-            self.metrics.cache_entries.set_function(lambda: len(memory))
+            self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
         return cache
 
     # Requests --------------------------------------------------------------------------
@@ -247,6 +251,20 @@ class RerankService:
                 admit=served.batcher.admit,
             )
             return late.raw, late.tokens, late.cached
+        if getattr(engine.family, "scoring", "") == "listwise":
+            listwise = await self.listwise.score(
+                identity=served.identity,
+                inputs=inputs,
+                family=engine.family,
+                max_length=engine.max_length,
+                query=query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            return listwise.raw, listwise.tokens, listwise.cached
         if engine.family.embeds:
             embedded = await self.embedder.score(
                 model=served.name,
@@ -346,6 +364,7 @@ class RerankService:
                 engine.plan, todo[0], todo[1:], policy, instruction, options
             )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
+            self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens

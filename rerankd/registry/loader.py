@@ -15,6 +15,7 @@ from rerankd.calibration.attach import find as find_calibration
 from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.engine import Engine, EngineOptions, load_engine
+from rerankd.engine.identity import cache_identity
 from rerankd.engine.options import default_batch_tokens
 from rerankd.engine.tokenize import Sequence
 from rerankd.models import resolve
@@ -67,8 +68,7 @@ def load_replicas(
         observer=observer,
         name=handle.uid,
     )
-    identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
-    return engines, batcher, identity, calibration
+    return engines, batcher, cache_identity(engines[0]), calibration
 
 
 def close_engines(engines: list[Engine]) -> None:

@@ -167,13 +167,17 @@ class ModelRegistry:
         defaults = {
             "family": registration.family or self.settings.family,
             "instruction": registration.instruction or self.settings.instruction,
+            "family_options": registration.family_options or self.settings.family_defaults or None,
         }
         return registration.model_copy(update=defaults)
 
     def _startup_launch(self, text: str) -> LaunchRequest:
         """`--model NAME` launches a registration; any other spec registers itself first."""
         spec = ModelSpec.parse(
-            text, family=self.settings.family, instruction=self.settings.instruction
+            text,
+            family=self.settings.family,
+            instruction=self.settings.instruction,
+            family_options=self.settings.family_defaults,
         )
         entry = self._entries.get(spec.source)
         if entry is None or spec.revision:
