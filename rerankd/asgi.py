@@ -13,12 +13,17 @@ and all of them fighting over the same cores. The worker count is read, in this 
 `--workers`, `UVICORN_WORKERS` or `WEB_CONCURRENCY`), else 1. An explicit `RERANKD_THREADS`
 always wins. The start-up log line says which source was used.
 
+Under gunicorn (and uvicorn with several workers) `/metrics` adds up every worker: rerankd
+turns on prometheus-client's multiprocess mode itself (see `rerankd.multiproc`) before any
+metric is created; nothing needs configuring.
+
 This is the one module that reads the environment at import time: it is an entry point, like
 the CLI, and gunicorn and uvicorn only know how to import an attribute.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -28,10 +33,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from rerankd import logs
-from rerankd.api import create_app
+from rerankd import logs, multiproc
 from rerankd.config import Settings
-from rerankd.workers import share_cores
+from rerankd.workers import server_name, share_cores
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ BOOT_ERROR_EXIT_CODE = 3
 
 
 def build(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> FastAPI:
-    """The app for this worker process: settings from the environment, threads shared out."""
+    """The app for this worker process: settings from the environment, threads shared out,
+    metrics shared with the other workers of the same master."""
     argv = sys.argv if argv is None else argv
     environ = os.environ if environ is None else environ
     from_environment: dict[str, Any] = {}  # no flags here: every setting is RERANKD_*
@@ -64,6 +69,13 @@ def build(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
         share.cores,
         extra={"workers": share.workers, "workers_from": share.source, "threads": share.threads},
     )
+    server = server_name(argv)
+    if environ is os.environ and (server == "gunicorn" or share.workers > 1):
+        shared = multiproc.prepare(server or "uvicorn", os.environ)
+        atexit.register(multiproc.worker_exit, str(shared) if shared else None)
+        logger.info("metrics of every worker are shared through %s", shared)
+    from rerankd.api import create_app  # after multiproc.prepare: metrics made from here on
+
     app = create_app(settings, on_fatal=_stop, load_before_serving=True)
     app.state.workers = asdict(share)
     return app

@@ -15,16 +15,19 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from rerankd.metrics import Metrics
+from rerankd.throttle import ThrottledLog
 
 V = TypeVar("V")
 
@@ -53,9 +56,17 @@ def embedding_key(
     return _key("embedding", model_identity, policy, role, document)
 
 
+class InvalidCached(ValueError):
+    """A value read from the shared cache that this version did not write: a miss, never served."""
+
+
 @dataclass(frozen=True)
 class Codec(Generic[V]):
-    """How one kind of cached value is stored in Redis, weighed in memory, and counted."""
+    """How one kind of cached value is stored in Redis, weighed in memory, and counted.
+
+    Every stored value starts with a format tag (kind and version); `loads` checks the tag,
+    the size and that every number is finite, and raises `InvalidCached` otherwise.
+    """
 
     name: str  # "score" or "embedding": the Redis key prefix and the metrics' kind label
     dumps: Callable[[V], bytes]
@@ -63,17 +74,61 @@ class Codec(Generic[V]):
     weight: Callable[[V], int]
 
 
+_SCORE_TAG = b"s1"
+_SCORE = struct.Struct("<d")
+_ROWS_TAG = b"e1"
+_ROWS = struct.Struct("<II")
+MAX_ROWS = 16_384  # one row per chunk (bi-encoders) or per token (late interaction)
+MAX_DIM = 16_384
+MAX_ROWS_BYTES = 64 << 20
+
+
+def _dump_score(value: float) -> bytes:
+    return _SCORE_TAG + _SCORE.pack(float(value))
+
+
+def _load_score(data: bytes) -> float:
+    if len(data) != len(_SCORE_TAG) + _SCORE.size or not data.startswith(_SCORE_TAG):
+        raise InvalidCached(f"not a score of format {_SCORE_TAG.decode()} ({len(data)} bytes)")
+    (value,) = _SCORE.unpack_from(data, len(_SCORE_TAG))
+    if not math.isfinite(value):
+        raise InvalidCached(f"a score that is not finite ({value})")
+    return float(value)
+
+
 def _dump_rows(rows: np.ndarray) -> bytes:
-    return struct.pack("<I", rows.shape[0]) + np.ascontiguousarray(rows, dtype="<f4").tobytes()
+    count, dim = rows.shape
+    return _ROWS_TAG + _ROWS.pack(count, dim) + np.ascontiguousarray(rows, dtype="<f4").tobytes()
 
 
 def _load_rows(data: bytes) -> np.ndarray:
-    (count,) = struct.unpack_from("<I", data)
-    return np.frombuffer(data, dtype="<f4", offset=4).reshape(count, -1).astype(np.float32)
+    head = len(_ROWS_TAG) + _ROWS.size
+    if len(data) < head or not data.startswith(_ROWS_TAG):
+        raise InvalidCached(f"not embedding rows of format {_ROWS_TAG.decode()}")
+    count, dim = _ROWS.unpack_from(data, len(_ROWS_TAG))
+    if not (1 <= count <= MAX_ROWS and 1 <= dim <= MAX_DIM):
+        raise InvalidCached(f"embedding rows of an impossible shape ({count} x {dim})")
+    size = count * dim * 4
+    if size > MAX_ROWS_BYTES or len(data) != head + size:
+        raise InvalidCached(f"{len(data) - head} bytes for {count} x {dim} float32 rows")
+    rows = np.frombuffer(data, dtype="<f4", offset=head).reshape(count, dim).astype(np.float32)
+    if not np.isfinite(rows).all():
+        raise InvalidCached("embedding rows that are not finite")
+    return rows
 
 
-SCORES: Codec[float] = Codec("score", lambda v: repr(float(v)).encode(), float, lambda v: 1)
+SCORES: Codec[float] = Codec("score", _dump_score, _load_score, lambda v: 1)
 EMBEDDINGS: Codec[np.ndarray] = Codec("embedding", _dump_rows, _load_rows, lambda v: v.nbytes)
+
+# The tenant a request's cache entries belong to, under `--cache-scope key` (set by the
+# request guard for each request); "" is the one namespace every request shares.
+cache_namespace: ContextVar[str] = ContextVar("rerankd_cache_namespace", default="")
+
+
+def scoped(key: str) -> str:
+    """The key in the current request's namespace (unchanged when the cache is shared)."""
+    namespace = cache_namespace.get()
+    return _key("tenant", namespace, key) if namespace else key
 
 
 class Cache(Protocol[V]):
@@ -137,8 +192,11 @@ class MemoryCache(Generic[V]):
 class RedisCache(Generic[V]):
     """Redis with a short leash: an outage costs speed, never a request.
 
-    On the first failure the outage is logged once and Redis is skipped for `retry_seconds`;
-    then one request tries again, and success brings the cache back by itself.
+    On a failure Redis is skipped for `retry_seconds` (a circuit breaker); then one request
+    tries again, and success brings the cache back by itself. Each failure is counted; the
+    log says so at most every 30 s while the outage lasts. A value read back that this
+    version did not write (garbage, NaN, a wrong size) is a miss, counted and logged, never
+    served.
     """
 
     def __init__(
@@ -160,6 +218,8 @@ class RedisCache(Generic[V]):
         self._down = False
         self._codec = codec
         self._prefix = f"rerankd:{codec.name}:"
+        self._invalid_log = ThrottledLog(logger)
+        self._outage_log = ThrottledLog(logger)
 
     @property
     def available(self) -> bool:
@@ -174,9 +234,24 @@ class RedisCache(Generic[V]):
             self._failed(exc)
             return [None] * len(keys)
         self._recovered()
-        found = [None if value is None else self._codec.loads(_bytes(value)) for value in raw]
+        found = [None if value is None else self._decode(value) for value in raw]
         _count(self._metrics, self._codec.name, "redis", found)
         return found
+
+    def _decode(self, value: object) -> V | None:
+        """The value, or None (a miss, counted and logged) for anything this version did not
+        write: another format, a wrong size, NaN, a type Redis should not have handed back."""
+        try:
+            if not isinstance(value, (bytes, str)):
+                raise InvalidCached(f"a {type(value).__name__} instead of bytes")
+            return self._codec.loads(_bytes(value))
+        except (InvalidCached, ValueError, struct.error) as exc:
+            if self._metrics:
+                self._metrics.cache_invalid.labels(self._codec.name).inc()
+            self._invalid_log.warn(
+                "invalid %s in the redis cache, treated as a miss: %s", self._codec.name, exc
+            )
+            return None
 
     async def set_many(self, items: dict[str, V]) -> None:
         if not items or self._skipping():
@@ -201,8 +276,7 @@ class RedisCache(Generic[V]):
     def _failed(self, exc: Exception) -> None:
         if self._metrics:
             self._metrics.cache_errors.labels("redis").inc()
-        if not self._down:
-            logger.warning("redis cache unavailable, serving without it: %s", exc)
+        self._outage_log.warn("redis cache unavailable, serving without it: %s", exc)
         self._down = True
         self._down_until = time.monotonic() + self._retry_seconds
 
@@ -213,7 +287,8 @@ class RedisCache(Generic[V]):
 
 
 class TieredCache(Generic[V]):
-    """Memory first, then Redis; Redis hits are copied into memory."""
+    """Memory first, then Redis; Redis hits are copied into memory. Keys are put in the
+    request's cache namespace (`cache_namespace`) here, once for both tiers."""
 
     def __init__(self, memory: MemoryCache[V] | None, shared: RedisCache[V] | None) -> None:
         self._tiers: list[MemoryCache[V] | RedisCache[V]] = [
@@ -226,6 +301,7 @@ class TieredCache(Generic[V]):
         return self._memory
 
     async def get_many(self, keys: Sequence[str]) -> list[V | None]:
+        keys = [scoped(key) for key in keys]
         found: list[V | None] = [None] * len(keys)
         missing = list(range(len(keys)))
         for tier in self._tiers:
@@ -244,6 +320,7 @@ class TieredCache(Generic[V]):
         return found
 
     async def set_many(self, items: dict[str, V]) -> None:
+        items = {scoped(key): value for key, value in items.items()}
         for tier in self._tiers:
             await tier.set_many(items)
 

@@ -132,6 +132,16 @@ def rerank(
     family: FamilyOption = None,
     instruction: InstructionOption = None,
     raw: Annotated[bool, typer.Option(help="Print raw logits.")] = False,
+    min_relevance: Annotated[
+        float | None, typer.Option(help="Drop documents scored below this (before --top-n).")
+    ] = None,
+    spans: Annotated[
+        bool, typer.Option("--spans", help="Show each document's best spans (found by the model).")
+    ] = False,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="calibration.json for the local model (a server uses its own)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Rank documents for a query and print a table."""
@@ -147,8 +157,11 @@ def rerank(
         texts += _read_jsonl(file)
     try:
         if endpoint:
+            options: dict[str, Any] = {"min_relevance": min_relevance, "spans": spans}
+            if instruction:
+                options["instruction"] = instruction
             served, results = _rerank_remote(
-                endpoint, api_key, model, query, texts, top_n, raw, instruction
+                endpoint, api_key, model, query, texts, top_n, raw, options
             )
         else:
             reranker = Reranker(
@@ -158,16 +171,25 @@ def rerank(
                 max_length=max_length,
                 family=family,
                 instruction=instruction,
+                calibration=calibration,
             )
             served = reranker.model
-            results = reranker.rerank(query, texts, top_n=top_n, raw=raw, instruction=instruction)
+            results = reranker.rerank(
+                query,
+                texts,
+                top_n=top_n,
+                raw=raw,
+                instruction=instruction,
+                min_relevance=min_relevance,
+                spans=spans,
+            )
     except (RerankError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"rerankd: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(
             json.dumps(
-                [{"index": r.index, "score": r.score, "document": r.document} for r in results],
+                [_as_json(r) for r in results],
                 ensure_ascii=False,
             )
         )
@@ -177,11 +199,34 @@ def rerank(
     table.add_column("index", justify="right")
     table.add_column("score", justify="right")
     table.add_column("document")
+    if spans:
+        table.add_column("best span")
     for position, result in enumerate(results, start=1):
         text = str(result.document)
-        text = text if len(text) <= 100 else text[:97] + "..."
-        table.add_row(str(position), str(result.index), f"{result.score:.4f}", text)
+        cells = [str(position), str(result.index), f"{result.score:.4f}", _short(text)]
+        if spans:
+            top = result.spans[0] if result.spans else None
+            cells.append(
+                f"[{top.start}:{top.end}] {top.score:.4f} {_short(text[top.start : top.end])}"
+                if top
+                else ""
+            )
+        table.add_row(*cells)
     Console().print(table)
+
+
+def _short(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _as_json(result: RankedDocument) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": result.index, "score": result.score}
+    if result.raw is not None:
+        out["raw_score"] = result.raw
+    if result.spans is not None:
+        out["spans"] = [span.as_dict() for span in result.spans]
+    out["document"] = result.document
+    return out
 
 
 def _rerank_remote(
@@ -192,12 +237,11 @@ def _rerank_remote(
     texts: list[str],
     top_n: int | None,
     raw: bool,
-    instruction: str | None,
+    options: dict[str, Any],
 ) -> tuple[str, list[RankedDocument]]:
     """`rerank --endpoint`: the same ranking from a running server, through `rerankd.Client`."""
     from rerankd.client import Client
 
-    options = {"instruction": instruction} if instruction else {}
     with Client(endpoint, api_key=api_key) as client:
         response = client.rerank(query, texts, model=model, top_n=top_n, raw_scores=raw, **options)
     return response.model, response.results
@@ -268,7 +312,12 @@ def families() -> None:
 
     for name, family in FAMILIES.items():
         instruction = "takes an instruction" if family.takes_instruction else "no instruction"
-        typer.echo(f"{name}: {family.summary} [{instruction}; reference: {family.reference}]")
+        # A family's own figure only: a subclass measures its own (or points to the docs).
+        deviation = vars(family).get("deviation", "see docs/families.md")
+        typer.echo(
+            f"{name}: {family.summary} [{instruction}; reference: {family.reference}; "
+            f"deviation: {deviation}]"
+        )
 
 
 @app.command()

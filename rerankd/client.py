@@ -38,6 +38,7 @@ from rerankd.errors import (
     Unauthorized,
 )
 from rerankd.ranking import RankedDocument
+from rerankd.spans import Span
 
 __all__ = [
     "APIError",
@@ -61,6 +62,7 @@ class Usage:
     documents: int  # documents sent
     tokens: int  # tokens the model ran (cache hits cost none)
     cached: int  # documents answered from the server's score cache
+    span_windows: int = 0  # windows scored for spans (their tokens are in `tokens`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,14 +278,12 @@ class _Base:
         return RerankResponse(
             query=data["query"],
             model=data["model"],
-            results=[
-                RankedDocument(int(r["index"]), float(r["score"]), documents[int(r["index"])])
-                for r in data["results"]
-            ],
+            results=[_ranked(r, documents) for r in data["results"]],
             usage=Usage(
                 documents=int(usage.get("documents", len(documents))),
                 tokens=int(usage.get("tokens", usage.get("total_tokens", 0))),
                 cached=int(usage.get("cached", 0)),
+                span_windows=int(usage.get("span_windows", 0)),
             ),
         )
 
@@ -355,10 +355,16 @@ class Client(_Base):
         model: str | None = None,
         top_n: int | None = None,
         raw_scores: bool = False,
+        *,
+        min_relevance: float | None = None,
+        spans: bool = False,
         **options: Any,
     ) -> RerankResponse:
-        """Rank `documents` for `query`, best first. `options` are further native request
-        fields (`max_tokens_per_doc`, `long_document_strategy`, `max_chunks_per_doc`, ...)."""
+        """Rank `documents` for `query`, best first. `min_relevance` drops documents scored
+        below it (before `top_n`); `spans=True` gives each result its best spans (`.spans`).
+        `options` are further native request fields (`max_tokens_per_doc`,
+        `long_document_strategy`, `max_chunks_per_doc`, `max_spans`, ...)."""
+        options = {**options, "min_relevance": min_relevance, "return_spans": spans or None}
         call = self._rerank_call(query, documents, model, top_n, raw_scores, options)
         return self._rerank_response(self._checked(self._send(call)), documents)
 
@@ -427,8 +433,12 @@ class AsyncClient(_Base):
         model: str | None = None,
         top_n: int | None = None,
         raw_scores: bool = False,
+        *,
+        min_relevance: float | None = None,
+        spans: bool = False,
         **options: Any,
     ) -> RerankResponse:
+        options = {**options, "min_relevance": min_relevance, "return_spans": spans or None}
         call = self._rerank_call(query, documents, model, top_n, raw_scores, options)
         return self._rerank_response(self._checked(await self._send(call)), documents)
 
@@ -456,3 +466,18 @@ class AsyncClient(_Base):
             if time.monotonic() >= deadline:
                 raise NotReady(f"{self.base_url} not ready after {timeout:g}s: {health.status}")
             await asyncio.sleep(interval)
+
+
+def _ranked(result: Mapping[str, Any], documents: Sequence[str]) -> RankedDocument:
+    """One result: `.raw` when a calibration made `.score` a probability, `.spans` when asked."""
+    raw = result.get("raw_score")
+    spans = result.get("spans")
+    return RankedDocument(
+        int(result["index"]),
+        float(result["score"]),
+        documents[int(result["index"])],
+        None if raw is None else float(raw),
+        None
+        if spans is None
+        else [Span(int(s["start"]), int(s["end"]), float(s["score"])) for s in spans],
+    )

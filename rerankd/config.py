@@ -6,9 +6,10 @@ rerankd reads the environment at import time.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -75,8 +76,16 @@ class Settings(BaseSettings):
         None,
         description="Default instruction for models whose family takes one (requests may send their own).",
     )
+    family_options: str | None = Field(
+        None,
+        description="Defaults for the family's request fields, as a JSON object, e.g. '{\"cutoff_layers\": 28}' for a layerwise bge reranker (requests may send their own).",
+    )
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="Where ONNX exports are cached."
+    )
+    calibration: CommaList = Field(
+        default_factory=list,
+        description="calibration.json files (rerankd calibrate); each attaches to the served model whose weights it was made for. Repeat for several.",
     )
 
     # Model registry
@@ -161,6 +170,16 @@ class Settings(BaseSettings):
         description="Chunks per document with the chunk strategy; a request may ask for fewer, never more.",
     )
     chunk_overlap: int = Field(32, ge=0, description="Tokens shared by consecutive chunks.")
+    span_window: int = Field(
+        1, ge=1, le=16, description="Sentences per window when a request asks for spans."
+    )
+    span_stride: int = Field(1, ge=1, le=16, description="Sentences between span windows.")
+    span_max_tokens: int = Field(
+        128, ge=8, description="A longer sentence is cut into pieces of this many tokens for spans."
+    )
+    max_spans: int = Field(
+        3, ge=1, le=64, description="Spans per document, at most (a request may ask for fewer)."
+    )
 
     # Images
     max_image_bytes: int = Field(
@@ -204,6 +223,12 @@ class Settings(BaseSettings):
         None, description="Redis URL for a shared score cache and rate limits."
     )
     redis_ttl: int = Field(86_400, ge=1, description="Seconds a score stays in Redis.")
+    cache_scope: Literal["shared", "key"] = Field(
+        "shared",
+        description="Whose requests share cached scores and embeddings: 'shared' (everyone), or "
+        "'key' (each API key, JWT subject or, without auth, client address: a tenant cannot tell "
+        "from usage.cached or latency what another tenant sent).",
+    )
     embedding_cache_mb: int = Field(
         256,
         ge=0,
@@ -243,6 +268,12 @@ class Settings(BaseSettings):
     rate_limit: str | None = Field(
         None, description="Per key (or client address) rate limit, e.g. '100/second;2000/minute'."
     )
+    rate_limit_on_failure: Literal["open", "closed"] = Field(
+        "open",
+        description="When the Redis that holds rate limits fails or stalls: 'open' serves, counted "
+        "against the same limits in this process only, until Redis is back; 'closed' refuses "
+        "with 503 and Retry-After.",
+    )
     cors_origins: CommaList = Field(
         default_factory=list, description="Origins allowed by CORS (off when empty)."
     )
@@ -254,6 +285,7 @@ class Settings(BaseSettings):
         "cors_origins",
         "image_url_hosts",
         "model_roots",
+        "calibration",
         mode="before",
     )
     @classmethod
@@ -262,6 +294,19 @@ class Settings(BaseSettings):
         if isinstance(items, list) and all(isinstance(item, str) for item in items):
             return [part.strip() for item in items for part in item.split(",") if part.strip()]
         return value
+
+    @field_validator("family_options")
+    @classmethod
+    def _json_object(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(_json_object(value), dict):
+            raise ValueError("family_options must be a JSON object")
+        return value
+
+    @property
+    def family_defaults(self) -> dict[str, Any]:
+        """`family_options` parsed (validated as a JSON object at start-up)."""
+        parsed = _json_object(self.family_options) if self.family_options else {}
+        return dict(parsed) if isinstance(parsed, dict) else {}
 
     @field_validator("family")
     @classmethod
@@ -350,3 +395,10 @@ class Settings(BaseSettings):
             cache_dir=self.cache_dir,
             force_int8=self.force_int8,
         )
+
+
+def _json_object(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"family_options is not JSON: {exc.msg}") from None

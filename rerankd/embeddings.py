@@ -10,6 +10,7 @@ encoded), stores what it computed, and scores each document by its best chunk.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,6 +22,9 @@ from rerankd.documents import Loaded
 from rerankd.engine.plan import ScoringPlan
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
+from rerankd.throttle import ThrottledLog
+
+logger = logging.getLogger(__name__)
 
 Combine = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -54,6 +58,8 @@ class EmbeddingScorer:
         self.cache = cache
         self.images = images
         self.metrics = metrics
+        self._widths: dict[tuple[object, ...], int] = {}  # each model's embedding width
+        self._width_log = ThrottledLog(logger)
 
     async def score(
         self,
@@ -76,16 +82,22 @@ class EmbeddingScorer:
         found: list[np.ndarray | None] = (
             await self.cache.get_many(keys) if self.cache else [None] * len(keys)
         )
-        missing = [i for i in range(len(documents)) if found[i + 1] is None]
+        if identity not in self._widths:
+            found[0] = None  # the first request here: encode the query, learn the width
+        found = self._same_width(identity, found)
+        from_cache = {i for i in range(len(documents)) if found[i + 1] is not None}
         tokens = 0
-        if found[0] is None or missing:
+        for _ in range(2):  # a second pass only for cached rows the first showed to be foreign
+            missing = [i for i in range(len(documents)) if found[i + 1] is None]
+            if found[0] is not None and not missing:
+                break
             todo = await self.images.decode_request(query, [documents[i] for i in missing])
             built = await asyncio.to_thread(plan, todo[0], todo[1:])
             items, owners = built.sequences, built.owners
             keep = owners >= 0 if found[0] is not None else np.ones(len(owners), dtype=bool)
             run = [item for item, kept in zip(items, keep, strict=True) if kept]
             outputs = await submit(run)
-            tokens = sum(len(item) for item in run)
+            tokens += sum(len(item) for item in run)
             rows = split(owners[keep], outputs, len(missing))
             fresh: dict[str, np.ndarray] = {}
             if found[0] is None:
@@ -96,14 +108,36 @@ class EmbeddingScorer:
                 self._count(model, documents[i][1], 1)
             if self.cache:
                 await self.cache.set_many(fresh)
+            if fresh:
+                self._widths[identity] = next(iter(fresh.values())).shape[1]
+            found = self._same_width(identity, found)
+            from_cache = {i for i in from_cache if found[i + 1] is not None}
         query_row = found[0]
         assert query_row is not None
         outputs, owners = stack(query_row, [row for row in found[1:] if row is not None])
         return Embedded(
             raw=combine(outputs, owners, len(documents)),
             tokens=tokens,
-            cached=len(documents) - len(missing),
+            cached=len(from_cache),
         )
+
+    def _same_width(
+        self, identity: tuple[object, ...], found: list[np.ndarray | None]
+    ) -> list[np.ndarray | None]:
+        """Cached rows of another width than this model's are misses (a value written by
+        something else, well-formed but not this model's): never a shape error, a 500."""
+        widths = {row.shape[1] for row in found if row is not None}
+        expected = self._widths.get(identity)
+        if expected is None and len(widths) <= 1:
+            return found
+        kept = [row if row is not None and row.shape[1] == expected else None for row in found]
+        dropped = sum(row is not None for row in found) - sum(row is not None for row in kept)
+        if dropped:
+            self.metrics.cache_invalid.labels("embedding").inc(dropped)
+            self._width_log.warn(
+                "%d cached embeddings of another width, treated as misses", dropped
+            )
+        return kept
 
     def _count(self, model: str, document: Loaded, count: int) -> None:
         self.metrics.embedded.labels(model, document.kind).inc(count)

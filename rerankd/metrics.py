@@ -1,7 +1,18 @@
-"""Prometheus metrics: one registry per app, so several apps (tests) never share counters."""
+"""Prometheus metrics: one registry per app, so several apps (tests) never share counters.
+
+Under gunicorn (or uvicorn's `--workers`) the workers write their values to files in a
+directory they share (prometheus-client's multiprocess mode, set up by `rerankd.multiproc`)
+and `/metrics` on any worker reads them all: counters and histograms add up over every
+worker that ever ran under this master, gauges combine as their `multiprocess_mode` says
+(queues and in-flight requests add up over live workers, readiness is the least ready one).
+Gauges computed from a function are set from it at most once a second on each worker (at a
+request or a scrape), since a function cannot be read from another process.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -12,6 +23,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     generate_latest,
+    values,
 )
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -19,19 +31,37 @@ _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKEN_BUCKETS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
+def multiprocess_dir() -> str | None:
+    """The shared directory when this process writes its metrics to files, else None."""
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.shared_dir = multiprocess_dir()
+        self._functions: list[tuple[Gauge, Callable[[], float]]] = []
+        self._refreshed = 0.0
         r = self.registry
-        # process_* (resident memory, open file descriptors, CPU seconds) and python_info.
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        # process_* (resident memory, open file descriptors, CPU seconds) and python_info:
+        # per process, so only where one process serves.
+        if self.shared_dir is None:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
         self.ready = Gauge(
             "rerankd_ready",
-            "1 when every model is loaded and the server is not draining.",
+            "1 when every model is loaded and the server is not draining (workers: the least).",
             registry=r,
+            multiprocess_mode="livemin",
         )
-        self.draining = Gauge("rerankd_draining", "1 after SIGTERM, while draining.", registry=r)
+        self.draining = Gauge(
+            "rerankd_draining",
+            "1 after SIGTERM, while draining.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.requests = Counter(
             "rerankd_requests",
             "HTTP requests by route and status.",
@@ -45,7 +75,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("rerankd_requests_in_flight", "Requests being served.", registry=r)
+        self.in_flight = Gauge(
+            "rerankd_requests_in_flight",
+            "Requests being served.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.pairs = Counter(
             "rerankd_pairs_scored",
             "(query, document) pairs scored by the model.",
@@ -55,14 +90,33 @@ class Metrics:
         self.tokens = Counter(
             "rerankd_tokens_scored", "Tokens run through the model.", ["model"], registry=r
         )
+        self.shared_prefix = Counter(
+            "rerankd_shared_prefix_tokens",
+            "Prefix tokens (template, instruction, query) a yes/no LLM did not run again for "
+            "each document: the request's prefix ran once.",
+            ["model"],
+            registry=r,
+        )
         self.load_seconds = Gauge(
-            "rerankd_model_load_seconds", "Time to load and warm up a model.", ["model"], registry=r
+            "rerankd_model_load_seconds",
+            "Time to load and warm up a model (workers: the longest).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.queue_pairs = Gauge(
-            "rerankd_queue_pairs", "Sequences waiting for a batch.", ["model"], registry=r
+            "rerankd_queue_pairs",
+            "Sequences waiting for a batch.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_tokens = Gauge(
-            "rerankd_queue_tokens", "Tokens waiting for a batch.", ["model"], registry=r
+            "rerankd_queue_tokens",
+            "Tokens waiting for a batch (the autoscaling signal).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "rerankd_batch_size",
@@ -107,7 +161,10 @@ class Metrics:
             registry=r,
         )
         self.cache_entries = Gauge(
-            "rerankd_cache_entries", "Scores held by the in-memory cache.", registry=r
+            "rerankd_cache_entries",
+            "Scores held by the in-memory cache.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.cache_hits = Counter(
             "rerankd_cache_hits",
@@ -140,6 +197,18 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.cache_invalid = Counter(
+            "rerankd_cache_invalid",
+            "Values read from the shared cache that failed validation (served as misses).",
+            ["kind"],
+            registry=r,
+        )
+        self.rate_limit_errors = Counter(
+            "rerankd_rate_limit_errors",
+            "Rate-limit storage failures, by reason (unavailable, bad_key), and what was done.",
+            ["reason", "action"],
+            registry=r,
+        )
         self.model_loads = Counter(
             "rerankd_model_loads", "Model loads started, by registration.", ["model"], registry=r
         )
@@ -148,9 +217,11 @@ class Metrics:
         )
         self.model_state = Gauge(
             "rerankd_model_state",
-            "1 for the state each launched model is in (loading, ready, draining, failed).",
+            "1 for the state each launched model is in (loading, ready, draining, failed); "
+            "under gunicorn, the number of workers in that state.",
             ["model", "state"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter(
             "rerankd_rejected_requests", "Requests refused before scoring.", ["reason"], registry=r
@@ -164,14 +235,33 @@ class Metrics:
 
     def track_state(self, ready: Callable[[], bool], draining: Callable[[], bool]) -> None:
         """Read the ready and draining gauges from their sources at each scrape."""
-        self.ready.set_function(lambda: float(ready() and not draining()))
-        self.draining.set_function(lambda: float(draining()))
+        self.gauge_function(self.ready, lambda: float(ready() and not draining()))
+        self.gauge_function(self.draining, lambda: float(draining()))
+
+    def gauge_function(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """`gauge` reads `read()`: at each scrape in one process; in multiprocess mode, set
+        from it by `refresh` (a function cannot be read from another process)."""
+        if self.shared_dir is None:
+            gauge.set_function(read)
+        else:
+            self._functions.append((gauge, read))
+            gauge.set(read())
+
+    def refresh(self, every: float = 1.0) -> None:
+        """Multiprocess mode: set the function-backed gauges (at most once per `every` s)."""
+        now = time.monotonic()
+        if not self._functions or now - self._refreshed < every:
+            return
+        self._refreshed = now
+        for gauge, read in self._functions:
+            gauge.set(read())
 
     def remove_model(self, model: str) -> None:
         """Forget a terminated model's label sets, so its series end instead of going stale."""
         for metric in (
             self.pairs,
             self.tokens,
+            self.shared_prefix,
             self.load_seconds,
             self.queue_pairs,
             self.queue_tokens,
@@ -190,7 +280,12 @@ class Metrics:
         self.model_load_failures.remove(name)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        from rerankd.multiproc import collect
+
+        self.refresh(every=0.0)
+        return collect(self.shared_dir)
 
     def batch_observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rerankd.batching import run_sorted
-from rerankd.documents import Document, check_documents, check_modalities
+from rerankd.calibration.attach import find as find_calibration
+from rerankd.documents import Document, TextDocument, check_documents, check_modalities
 from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
 from rerankd.engine.options import default_batch_tokens, default_cache_dir
 from rerankd.errors import InvalidInput
 from rerankd.images import ImagePolicy, decode_request, load_inline
-from rerankd.models import ModelSpec
-from rerankd.ranking import RankedDocument, check_top_n, rank
+from rerankd.models import ModelSpec, resolve
+from rerankd.ranking import RankedDocument, check_min_relevance, check_top_n, rank
+from rerankd.spans import SpanOptions, best, pieces, windows
 
 
 class Reranker:
@@ -38,6 +41,9 @@ class Reranker:
         cache_dir: Path | None = None,
         family: str | None = None,
         instruction: str | None = None,
+        calibration: Path | str | None = None,
+        share_prefix: bool = True,
+        family_options: Mapping[str, object] | None = None,
     ) -> None:
         options = EngineOptions(
             backend=backend,  # type: ignore[arg-type]
@@ -46,9 +52,17 @@ class Reranker:
             max_length=max_length,
             threads=threads,
             cache_dir=cache_dir or default_cache_dir(),
+            share_prefix=share_prefix,
         )
-        spec = ModelSpec.parse(str(model), family=family, instruction=instruction)
-        self.engine: Engine = load_engine(spec, options)
+        spec = ModelSpec.parse(
+            str(model),
+            family=family,
+            instruction=instruction,
+            family_options=dict(family_options or {}),
+        )
+        resolved = resolve(spec)
+        self.calibration = find_calibration(resolved, str(calibration) if calibration else None, ())
+        self.engine: Engine = load_engine(resolved, options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
 
     @property
@@ -91,15 +105,60 @@ class Reranker:
         raw: bool = False,
         policy: LongDocPolicy | None = None,
         instruction: str | None = None,
+        min_relevance: float | None = None,
+        spans: bool = False,
+        span_options: SpanOptions | None = None,
         options: Mapping[str, object] | None = None,
     ) -> list[RankedDocument]:
-        """The documents ordered by relevance to the query, best first."""
+        """The documents ordered by relevance to the query, best first; calibrated when a
+        calibration is attached, below `min_relevance` dropped, with each text document's best
+        spans when `spans` is set (as the server answers)."""
         checked_query, checked = self._check(query, documents)
         top = check_top_n(top_n, len(checked))
-        scores = self._scores(
-            checked_query, checked, raw, policy or LongDocPolicy(), instruction, options
+        threshold = check_min_relevance(min_relevance)
+        policy = policy or LongDocPolicy()
+        scores = self._scores(checked_query, checked, True, policy, instruction, options)
+        relevance = self._relevance(raw)
+        calibrated = self.calibration is not None and not raw
+        ranked = rank(
+            relevance(scores),
+            checked,
+            top,
+            raw=scores if calibrated else None,
+            min_relevance=threshold,
         )
-        return rank(scores, checked, top)
+        if not spans:
+            return ranked
+        cutting = span_options or SpanOptions(max_windows=policy.max_chunks_per_doc)
+        out = []
+        for result in ranked:
+            document = checked[result.index]
+            if not isinstance(document, TextDocument):
+                out.append(dataclasses.replace(result, spans=[]))
+                continue
+            text = document.text
+            units = pieces(text, self.engine.tokenizer.offsets, cutting.max_tokens)
+            cuts = windows(units, cutting)
+            window_policy = dataclasses.replace(policy, strategy="truncate", allow_truncation=True)
+            found = self._scores(
+                checked_query,
+                [TextDocument(text[a:b]) for a, b in cuts],
+                True,
+                window_policy,
+                instruction,
+                options,
+            )
+            out.append(
+                dataclasses.replace(result, spans=best(cuts, relevance(found), cutting.max_spans))
+            )
+        return out
+
+    def _relevance(self, raw: bool) -> Callable[[np.ndarray], np.ndarray]:
+        if raw:
+            return lambda scores: scores
+        if self.calibration is not None:
+            return self.calibration.apply
+        return self.engine.normalize
 
     def _check(self, query: object, documents: object) -> tuple[Document, list[Document]]:
         """Plain strings become text documents, once; then what the model cannot read is refused."""
@@ -128,7 +187,7 @@ class Reranker:
         plan = self.engine.plan(ready[0], ready[1:], policy, instruction, resolved)
         outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
         scores = plan.combine(outputs)
-        return scores if raw else self.engine.normalize(scores)
+        return scores if raw else self._relevance(False)(scores)
 
 
 def _numbered(documents: list[Document]) -> list[tuple[str, Document]]:

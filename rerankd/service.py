@@ -8,26 +8,34 @@ tokenize off the event loop, queue the sequences, combine chunk scores, write th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rerankd.admission import estimate_tokens
 from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
+from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
 from rerankd.embeddings import Combine, EmbeddingScorer
 from rerankd.engine import Engine, LongDocPolicy
-from rerankd.errors import NotReady, PayloadTooLarge, RequestTimeout
+from rerankd.errors import InvalidInput, NotReady, PayloadTooLarge, RequestTimeout
 from rerankd.families import EmbeddingFamily
 from rerankd.families.base import FamilyOptions
+from rerankd.families.prefix import shared_tokens
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
-from rerankd.ranking import RankedDocument, check_top_n, rank
+from rerankd.ranking import RankedDocument, check_min_relevance, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
 from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
+from rerankd.scoring.listwise import ListwiseScorer
 from rerankd.scripts import script_notice
+from rerankd.spans import SpanOptions, pieces
+from rerankd.spans import best as span_best
+from rerankd.spans import windows as span_windows
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,9 @@ class RerankRequest:
     instruction: str | None = None  # None: the model's default (families that take one)
     options: dict[str, object] = field(default_factory=dict)  # a family's extension fields
     priority: int = 0  # lower runs earlier (vLLM's convention); see rerankd.batching
+    min_relevance: float | None = None  # drop results scored below it (before top_n)
+    return_spans: bool = False  # each result carries its best sentence-aligned spans
+    max_spans: int | None = None  # spans per document (None: the server's limit)
 
 
 @dataclass
@@ -59,6 +70,7 @@ class RerankResult:
     documents: int
     tokens: int  # tokens run through the model for this request (cache hits cost none)
     cached: int  # documents answered from the cache
+    spans: int = 0  # span windows scored (their tokens are in `tokens`)
     warnings: list[str] = field(default_factory=list)  # sent as `Warning` headers
 
 
@@ -71,6 +83,7 @@ class RerankService:
         self.images = ImageLoader(settings.image_policy())
         self.embedder = EmbeddingScorer(None, self.images, self.metrics)
         self.late = LateInteractionScorer(None, self.metrics)
+        self.listwise = ListwiseScorer(None)
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -79,6 +92,7 @@ class RerankService:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
         self.cache = self._make_cache()
+        self.listwise.cache = self.cache
         s = self.settings
         self.embedder.cache = tiered(
             EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
@@ -106,7 +120,7 @@ class RerankService:
         cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
         memory = cache.memory if cache is not None else None
         if memory is not None:
-            self.metrics.cache_entries.set_function(lambda: len(memory))
+            self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
         return cache
 
     # Requests --------------------------------------------------------------------------
@@ -148,68 +162,171 @@ class RerankService:
         check_modalities(served.name, served.engine.family.modalities, query, documents)
         top_n = check_top_n(request.top_n, len(documents), clamp=request.clamp_top_n)
         policy = self._policy(request)
-        instruction = served.engine.instruction_for(request.instruction)
-        options = served.engine.family.options_for(request.options)
+        min_relevance = check_min_relevance(request.min_relevance)
+        served.engine.instruction_for(request.instruction)  # a model that takes none: 400 now
+        served.engine.family.options_for(request.options)  # bad family options: 400 now
         if logger.isEnabledFor(logging.DEBUG):  # text is logged only when debug is asked for
             logger.debug(
                 "rerank input",
                 extra={"query": _loggable(query), "documents": [_loggable(d) for d in documents]},
             )
         loaded_query, loaded = await self.images.load(query, documents)
-        # Everything besides the texts that scores see (family options only where there are).
-        inputs: tuple[object, ...] = (*policy.cache_key(), instruction)
-        if options is not None:
-            inputs = (*inputs, options.cache_key())
 
         unique: dict[str, int] = {}  # content hash -> position among the distinct documents
         firsts: list[tuple[int, Loaded]] = []  # each distinct document, with its first index
         for index, document in enumerate(loaded):
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
-        if getattr(served.engine.family, "scoring", "") == "late_interaction":
+        raw, tokens, cached = await self._distinct_scores(
+            served, loaded_query, firsts, policy, request
+        )
+
+        per_document = raw[[unique[d.digest] for d in loaded]]
+        calibration = None if request.raw_scores else served.calibration
+        relevance = self._relevance(served, calibration, request.raw_scores)
+        results = rank(
+            relevance(per_document),
+            documents,
+            top_n,
+            raw=per_document if calibration is not None else None,
+            min_relevance=min_relevance,
+        )
+        windows = 0
+        if request.return_spans:
+            results, span_tokens, windows = await self._spans(
+                served, loaded_query, documents, results, policy, request, relevance
+            )
+            tokens += span_tokens
+        texts = [d.text for d in documents if isinstance(d, TextDocument)]
+        query_text = query.text if isinstance(query, TextDocument) else ""
+        notice = script_notice(served.name, served.engine.model.source, query_text, texts)
+        return RerankResult(
+            model=served.name,
+            results=results,
+            documents=len(documents),
+            tokens=tokens,
+            cached=cached,
+            spans=windows,
+            warnings=[notice] if notice else [],
+        )
+
+    @staticmethod
+    def _relevance(
+        served: ModelHandle, calibration: Calibration | None, raw: bool
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """Raw scores -> what a response reports: raw, calibrated, or the family's normal."""
+        if raw:
+            return lambda scores: scores
+        if calibration is not None:
+            return calibration.apply
+        return served.engine.normalize
+
+    async def _distinct_scores(
+        self,
+        served: ModelHandle,
+        query: Loaded,
+        firsts: list[tuple[int, Loaded]],
+        policy: LongDocPolicy,
+        request: RerankRequest,
+    ) -> tuple[np.ndarray, int, int]:
+        """Raw scores of distinct documents through the model's path and caches:
+        (raw, tokens, cached)."""
+        engine = served.engine
+        instruction = engine.instruction_for(request.instruction)
+        options = engine.family.options_for(request.options)
+        # Everything besides the texts that scores see (family options only where there are).
+        inputs: tuple[object, ...] = (*policy.cache_key(), instruction)
+        if options is not None:
+            inputs = (*inputs, options.cache_key())
+        if getattr(engine.family, "scoring", "") == "late_interaction":
             late = await self.late.score(
                 model=served.name,
                 identity=served.identity,
-                family=served.engine.family,  # type: ignore[arg-type]
-                query=loaded_query,
+                family=engine.family,  # type: ignore[arg-type]
+                query=query,
                 documents=[d for _, d in firsts],
                 policy=policy,
                 instruction=instruction,
                 submit=lambda items: served.batcher.submit(items, request.priority),
                 admit=served.batcher.admit,
             )
-            raw, tokens, cached = late.raw, late.tokens, late.cached
-        elif served.engine.family.embeds:
-            engine = served.engine
+            return late.raw, late.tokens, late.cached
+        if getattr(engine.family, "scoring", "") == "listwise":
+            listwise = await self.listwise.score(
+                identity=served.identity,
+                inputs=inputs,
+                family=engine.family,
+                max_length=engine.max_length,
+                query=query,
+                documents=[d for _, d in firsts],
+                policy=policy,
+                instruction=instruction,
+                submit=lambda items: served.batcher.submit(items, request.priority),
+                admit=served.batcher.admit,
+            )
+            return listwise.raw, listwise.tokens, listwise.cached
+        if engine.family.embeds:
             embedded = await self.embedder.score(
                 model=served.name,
                 identity=served.identity,
                 inputs=inputs,
-                query=loaded_query,
+                query=query,
                 documents=firsts,
                 plan=lambda q, docs: engine.plan(q, docs, policy, instruction, options),
                 submit=lambda items: served.batcher.submit(items, request.priority),
                 combine=_combine_rows(engine),
             )
-            raw, tokens, cached = embedded.raw, embedded.tokens, embedded.cached
-        else:
-            raw, tokens, cached = await self._scores(
-                served, loaded_query, firsts, inputs, policy, request, options
-            )
+            return embedded.raw, embedded.tokens, embedded.cached
+        return await self._scores(served, query, firsts, inputs, policy, request, options)
 
-        per_document = raw[[unique[d.digest] for d in loaded]]
-        final = per_document if request.raw_scores else served.engine.normalize(per_document)
-        texts = [d.text for d in documents if isinstance(d, TextDocument)]
-        query_text = query.text if isinstance(query, TextDocument) else ""
-        notice = script_notice(served.name, served.engine.model.source, query_text, texts)
-        return RerankResult(
-            model=served.name,
-            results=rank(final, documents, top_n),
-            documents=len(documents),
-            tokens=tokens,
-            cached=cached,
-            warnings=[notice] if notice else [],
-        )
+    async def _spans(
+        self,
+        served: ModelHandle,
+        query: Loaded,
+        documents: list[Document],
+        results: list[RankedDocument],
+        policy: LongDocPolicy,
+        request: RerankRequest,
+        relevance: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[list[RankedDocument], int, int]:
+        """Each returned text document's best windows, scored by the model as documents
+        (cached like them); bounded per document by the chunk limit. (results, tokens, windows)"""
+        s = self.settings
+        options = span_options(s, served.engine.max_length, request.max_spans, policy)
+        tokenizer = served.engine.tokenizer
+
+        def cut() -> list[list[tuple[int, int]]]:
+            return [
+                span_windows(pieces(d.text, tokenizer.offsets, options.max_tokens), options)
+                if isinstance(d, TextDocument)
+                else []
+                for d in (documents[r.index] for r in results)
+            ]
+
+        cuts = await asyncio.to_thread(cut)
+        unique: dict[str, int] = {}
+        firsts: list[tuple[int, Loaded]] = []
+        owners: list[list[int]] = []
+        for r, found in zip(results, cuts, strict=True):
+            document = documents[r.index]
+            text = document.text if isinstance(document, TextDocument) else ""
+            mine = []
+            for start, end in found:
+                window = TextDocument(text[start:end])
+                if unique.setdefault(window.digest, len(unique)) == len(firsts):
+                    firsts.append((len(firsts), window))
+                mine.append(unique[window.digest])
+            owners.append(mine)
+        if not firsts:
+            return [dataclasses.replace(r, spans=[]) for r in results], 0, 0
+        window_policy = dataclasses.replace(policy, strategy="truncate", allow_truncation=True)
+        raw, tokens, _ = await self._distinct_scores(served, query, firsts, window_policy, request)
+        scores = relevance(raw)
+        out = []
+        for r, found, mine in zip(results, cuts, owners, strict=True):
+            spans = span_best(found, scores[mine], options.max_spans) if found else []
+            out.append(dataclasses.replace(r, spans=spans))
+        return out, tokens, len(firsts)
 
     async def _scores(
         self,
@@ -247,6 +364,7 @@ class RerankService:
                 engine.plan, todo[0], todo[1:], policy, instruction, options
             )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
+            self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))
             scores = plan.combine(outputs)
             raw[missing] = scores
             tokens = plan.tokens
@@ -295,6 +413,22 @@ class RerankService:
             for handle in self.registry.handles()
             if handle.engines
         ]
+
+
+def span_options(
+    settings: Settings, max_length: int, requested: int | None, policy: LongDocPolicy
+) -> SpanOptions:
+    """The server's span settings; a request may ask for fewer spans, never more, and a
+    document yields no more windows than it may have chunks."""
+    if requested is not None and requested < 1:
+        raise InvalidInput("max_spans must be at least 1")
+    return SpanOptions(
+        window=settings.span_window,
+        stride=settings.span_stride,
+        max_tokens=max(1, min(settings.span_max_tokens, max_length // 2)),
+        max_spans=min(requested or settings.max_spans, settings.max_spans),
+        max_windows=policy.max_chunks_per_doc,
+    )
 
 
 def _loggable(document: Document) -> object:

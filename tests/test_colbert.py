@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import string
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,14 @@ def colbert_expanded(model_root: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def colbert_modernbert(model_root: Path) -> Path:
+    """GTE-ModernColBERT's shape: ModernBERT (rotary, local/global attention, no type ids)."""
+    from rerankd.devtools.synthetic_colbert import build_colbert
+
+    return build_colbert(model_root / "tiny-modern-colbert", encoder="modernbert", seed=5)
+
+
 CASES = [
     (QUERY, DOCUMENTS),
     (LONG_QUERY, DOCUMENTS[:3]),
@@ -97,9 +106,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("which", ["default", "expanded"])
-def test_scores_equal_pylate(which: str, colbert_model: Path, colbert_expanded: Path) -> None:
-    model = colbert_model if which == "default" else colbert_expanded
+@pytest.mark.parametrize("which", ["default", "expanded", "modernbert"])
+def test_scores_equal_pylate(which: str, request: pytest.FixtureRequest) -> None:
+    fixture = {"default": "colbert_model", "expanded": "colbert_expanded"}
+    model: Path = request.getfixturevalue(fixture.get(which, "colbert_modernbert"))
     expected = pylate_scores(model, CASES)
     reranker = Reranker(model, max_batch_tokens=256)  # several batches of mixed lengths
     assert reranker.engine.family.name == "colbert"
@@ -142,9 +152,27 @@ def test_token_vector_codec_is_compact_float16() -> None:
         )
     )
     data = dump_vectors(value)
-    assert len(data) == 8 + 4 * 3 + 2 * 16 * 10  # header, chunk lengths, float16 vectors
+    assert len(data) == 2 + 8 + 4 * 3 + 2 * 16 * 10  # tag, header, lengths, float16 vectors
     back = load_vectors(data)
     assert [c.shape for c in back.chunks] == [(7, 16), (0, 16), (3, 16)]
     for got, want in zip(back.chunks, value.chunks, strict=True):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=2**-11, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"garbage",
+        b"\x01\x00\x00\x00\x10\x00\x00\x00\x01\x00\x00\x00" + b"\x00" * 32,  # untagged
+        b"t1" + struct.pack("<III", 1, 16, 10**6),  # a huge length, no vectors
+        b"t1" + struct.pack("<III", 1, 2, 1) + np.array([1, np.inf], "<f2").tobytes(),
+        b"t1" + struct.pack("<III", 1, 2, 1) + b"\x00",  # short
+    ],
+)
+def test_token_vectors_from_elsewhere_are_refused(forged: bytes) -> None:
+    from rerankd.cache import InvalidCached
+    from rerankd.scoring.late_interaction import load_vectors
+
+    with pytest.raises(InvalidCached):
+        load_vectors(forged)

@@ -123,7 +123,7 @@ def test_token_vectors_shared_through_redis(colbert_model: Path, tmp_path: Path)
             # Redis holds float16 vectors: the second server's scores are the first's within
             # float16 rounding (each vector component to 2^-11 of its size).
             fresh = rerank(first, "which city has the tower?", DOCUMENTS, raw_scores=True)
-            np.testing.assert_allclose(by_index(shared), by_index(fresh), atol=2e-2, rtol=0)
+            np.testing.assert_allclose(by_index(shared), by_index(fresh), atol=5e-3, rtol=0)
             assert [r["index"] for r in shared["results"]] == [r["index"] for r in fresh["results"]]
     finally:
         redis_server.kill()

@@ -37,7 +37,8 @@ def sequences(reranker: Reranker, pairs: list[tuple[str, str]]) -> list:
 def test_left_and_right_padding_give_the_same_scores(
     fixture: str, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    reranker = load(request.getfixturevalue(fixture), backend=backend)
+    # Whole sequences (the shared-prefix path is tests/test_shared_prefix.py's).
+    reranker = load(request.getfixturevalue(fixture), backend=backend, share_prefix=False)
     engine = reranker.engine
     batch = sequences(reranker, stress_pairs())
     lengths = {len(s) for s in batch}
@@ -67,7 +68,7 @@ def test_torch_never_computes_vocabulary_sized_logits(
 
     from rerankd.families.heads import TokenLogitHead
 
-    reranker = load(request.getfixturevalue(fixture))
+    reranker = load(request.getfixturevalue(fixture), share_prefix=False)
     family = reranker.engine.family
     vocab = int(family.model.config["vocab_size"])
     hidden = int(family.model.config["hidden_size"])

@@ -119,6 +119,50 @@ def test_layerwise_default_is_the_last_layer_and_layers_differ(
     assert np.abs(reranker.score(pairs, raw=True, options={"cutoff_layers": 2}) - last).min() > 0
 
 
+def test_model_defaults_are_family_options(
+    minicpm_layerwise: Path, gemma2_lightweight: Path, pairs: list[tuple[str, str]]
+) -> None:
+    layer2 = Reranker(
+        minicpm_layerwise, max_length=MAX_LENGTH, threads=1, family_options={"cutoff_layers": 2}
+    )
+    plain = load(minicpm_layerwise)
+    assert np.array_equal(
+        layer2.score(pairs, raw=True), plain.score(pairs, raw=True, options={"cutoff_layers": 2})
+    )
+    # A request's own field wins over the model's default.
+    assert np.array_equal(
+        layer2.score(pairs, raw=True, options={"cutoff_layers": 4}), plain.score(pairs, raw=True)
+    )
+    light = Reranker(
+        gemma2_lightweight,
+        max_length=MAX_LENGTH,
+        threads=1,
+        family_options={"compress_ratio": 2, "compress_layers": [1]},
+    )
+    expected = load(gemma2_lightweight).score(
+        pairs, raw=True, options={"cutoff_layers": 3, "compress_ratio": 2, "compress_layers": [1]}
+    )
+    assert np.array_equal(light.score(pairs, raw=True, options={"cutoff_layers": 3}), expected)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "options"),
+    [
+        ("minicpm_layerwise", {"cutoff_layers": 9}),
+        ("minicpm_layerwise", {"compress_ratio": 2}),
+        ("gemma2_lightweight", {"compress_ratio": 5}),
+        ("bert_model", {"cutoff_layers": 2}),
+    ],
+)
+def test_bad_model_defaults_fail_at_load(
+    fixture: str, options: dict[str, object], request: pytest.FixtureRequest
+) -> None:
+    from rerankd.errors import UnsupportedModel
+
+    with pytest.raises(UnsupportedModel, match="family_options"):
+        Reranker(request.getfixturevalue(fixture), threads=1, family_options=options)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -286,6 +330,32 @@ def server(
     ]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("layerwise")) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def defaults_server(
+    gemma2_lightweight: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    args = [
+        "--model", f"{gemma2_lightweight}=light",
+        "--max-length", str(MAX_LENGTH),
+        "--family-options", '{"cutoff_layers": 3, "compress_ratio": 2, "compress_layers": [1]}',
+    ]  # fmt: skip
+    with run_server(args, log_dir=tmp_path_factory.mktemp("layer-defaults")) as running:
+        yield running
+
+
+def test_the_serve_flag_sets_model_defaults(
+    defaults_server: ServerProcess, gemma2_lightweight: Path, pairs: list[tuple[str, str]]
+) -> None:
+    query, document = pairs[0]
+    fields = {"cutoff_layers": 3, "compress_ratio": 2, "compress_layers": [1]}
+    expected = load(gemma2_lightweight).score([(query, document)], raw=True, options=fields)
+    with defaults_server.client() as client:
+        body = {"query": query, "documents": [document], "raw_scores": True}
+        response = client.post("/rerank", json=body)
+    assert response.status_code == 200, response.text
+    assert abs(response.json()["results"][0]["score"] - expected[0]) < 1e-5
 
 
 def test_routes_take_the_layer_fields(

@@ -250,3 +250,29 @@ def test_chunking_scores_a_long_document_as_its_best_passage(torch_reranker: Rer
             [(QUERY, long)],
             policy=LongDocPolicy(max_tokens_per_doc=64, allow_truncation=False),
         )
+
+
+def test_recognised_by_config_or_name_else_named_with_family(
+    jina_reranker_v3: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from rerankd.models import ModelSpec, resolve
+
+    assert resolve(ModelSpec(str(jina_reranker_v3))).family == "jina-reranker-v3"
+    # A conversion whose config lost JinaForRanking: the name still says what it is.
+    renamed = shutil.copytree(jina_reranker_v3, tmp_path / "jina-reranker-v3-copy")
+    config = json.loads((renamed / "config.json").read_text())
+    config["architectures"] = ["Qwen3Model"]
+    (renamed / "config.json").write_text(json.dumps(config))
+    assert resolve(ModelSpec(str(renamed))).family == "jina-reranker-v3"
+    # Neither config nor name: not taken for jina-reranker-v3 unless the family is named.
+    anonymous = shutil.copytree(renamed, tmp_path / "my-ranker")
+    assert resolve(ModelSpec(str(anonymous))).family != "jina-reranker-v3"
+    named = resolve(ModelSpec(str(anonymous), family="jina-reranker-v3"))
+    assert named.family == "jina-reranker-v3"
+    docs = documents(3, 9)
+    pairs = [(QUERY, d) for d in docs]
+    got = Reranker(anonymous, threads=1, family="jina-reranker-v3").score(pairs, raw=True)
+    assert np.array_equal(got, Reranker(jina_reranker_v3, threads=1).score(pairs, raw=True))

@@ -23,11 +23,23 @@ def readme_curl_commands() -> list[str]:
     return commands
 
 
-def test_readme_curl_examples_work(tmp_path: Path, qwen3_reranker: Path) -> None:
+def test_readme_curl_examples_work(
+    tmp_path: Path, qwen3_reranker: Path, colbert_model: Path, jina_reranker_v3: Path
+) -> None:
     commands = readme_curl_commands()
     assert len(commands) >= 7
     # The README's LLM example names Qwen3-Reranker-0.6B: a tiny Qwen3 reranker stands in.
-    args = ["--model", "builtin", "--model", f"{qwen3_reranker}=Qwen3-Reranker-0.6B"]
+    # The ColBERT example names lightonai/colbertv2.0: a tiny PyLate-format ColBERT stands in.
+    args = [
+        "--model",
+        "builtin",
+        "--model",
+        f"{qwen3_reranker}=Qwen3-Reranker-0.6B",
+        "--model",
+        f"{colbert_model}=colbertv2.0",
+        "--model",
+        f"{jina_reranker_v3}=jina-reranker-v3",  # the listwise example
+    ]
     with run_server(args, log_dir=tmp_path) as server:
         for command in commands:
             command = command.replace("http://localhost:8000", server.url)

@@ -87,7 +87,12 @@ def create_app(
         authenticator=Authenticator(settings)
         if settings.auth_enabled or settings.admin_keys
         else None,
-        rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
+        rate_limiter=RateLimiter(
+            settings.rate_limit,
+            settings.redis_url,
+            on_failure=settings.rate_limit_on_failure,
+            metrics=service.metrics,
+        )
         if settings.rate_limit
         else None,
     )

@@ -21,7 +21,15 @@ from rerankd.api import state
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.documents import JsonObject, render_all
 from rerankd.api.errors import ERROR_RESPONSES
-from rerankd.api.fields import Priority, Text, instruction_field
+from rerankd.api.extensions import SpanOut, result_extras, usage_extras
+from rerankd.api.fields import (
+    MaxSpans,
+    MinRelevance,
+    Priority,
+    Text,
+    instruction_field,
+    spans_field,
+)
 from rerankd.api.inputs import MultiModal, QueryInput, count, is_image, to_document, to_documents
 from rerankd.api.layers import LayerFields
 from rerankd.api.lenient import WordBool
@@ -65,6 +73,9 @@ class CohereRerankRequest(VoyageFields, VllmFields, LayerFields):
     raw_scores: WordBool = Field(False, description="Raw logits instead of sigmoid scores.")
     instruction: StrictStr | None = instruction_field()
     priority: Priority = 0
+    min_relevance: MinRelevance = None
+    return_spans: WordBool = spans_field()
+    max_spans: MaxSpans = None
 
     def internal_documents(self) -> list[Document]:
         """Text as `rank_fields` renders it; `{"image": ...}` objects and parts as images."""
@@ -104,12 +115,17 @@ class CohereRerankRequest(VoyageFields, VllmFields, LayerFields):
             instruction=self.instruction,
             options=self.family_options(),
             priority=self.priority,
+            min_relevance=self.min_relevance,
+            return_spans=self.return_spans,
+            max_spans=self.max_spans,
         )
 
 
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
+    raw_score: float | None = None
+    spans: list[SpanOut] | None = None
     document: dict[str, Any] | None = Field(
         None, description="`{text}`, or the object as it was sent."
     )
@@ -141,10 +157,13 @@ async def rerank(request: Request) -> JSONResponse:
                 {
                     "index": r.index,
                     "relevance_score": r.score,
-                    "document": body.sent(r.index, r.document),
+                    **(
+                        {"document": body.sent(r.index, r.document)}
+                        if body.return_documents
+                        else {}
+                    ),
+                    **result_extras(r),
                 }
-                if body.return_documents
-                else {"index": r.index, "relevance_score": r.score}
                 for r in result.results
             ],
             "data": render_data(result.results, bool(body.return_documents)),
@@ -153,7 +172,11 @@ async def rerank(request: Request) -> JSONResponse:
                 "billed_units": {"search_units": 1},
                 "tokens": {"input_tokens": result.tokens, "output_tokens": 0},
             },
-            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+            "usage": {
+                "prompt_tokens": result.tokens,
+                "total_tokens": result.tokens,
+                **usage_extras(result, body.return_spans),
+            },
         }
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, StrictInt, StrictStr, WithJsonSchema
+from pydantic import AliasChoices, Field, Strict, StrictInt, StrictStr, WithJsonSchema
 
 NonBlank = {"type": "string", "minLength": 1, "pattern": r"\S"}
 
@@ -40,3 +40,26 @@ Priority = Annotated[
         "priorities, requests with fewer tokens left run first.",
     ),
 ]
+
+MinRelevance = Annotated[
+    Annotated[float, Strict()] | None,
+    Field(
+        None,
+        allow_inf_nan=False,
+        description="rerankd extension: drop documents whose relevance_score is below this "
+        "(after ranking; top_n applies after it). With a calibration attached, a probability.",
+    ),
+]
+MaxSpans = Annotated[
+    StrictInt | None,
+    Field(None, ge=1, description="Spans per document, at most (default: the server's limit)."),
+]
+
+
+def spans_field() -> Any:
+    return Field(
+        False,
+        description="rerankd extension: each result carries `spans`, the best sentence-aligned "
+        "windows of its document as [start, end) character offsets (Unicode code points) with "
+        "their scores, found with the model itself; their tokens count in usage.",
+    )

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.routing import Match
@@ -21,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rerankd.api.errors import error_body
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.playground import PLAYGROUND_PATHS
-from rerankd.api.security import Authenticator, Principal, RateLimiter, credential
+from rerankd.api.security import Authenticator, Principal, RateLimiter, credential, request_id
+from rerankd.cache import cache_namespace
 from rerankd.config import Settings
 from rerankd.errors import BodyTimeout, InternalError, NotReady, PayloadTooLarge, RerankError
 from rerankd.memory import Trimmer
@@ -65,8 +65,9 @@ class RequestGuard:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        rid = request_id(headers.get("x-request-id"))
         scope.setdefault("state", {})
+        self.metrics.refresh()
         path: str = scope["path"]
         status = {"code": 0}
 
@@ -74,7 +75,7 @@ class RequestGuard:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 extra = [
-                    (b"x-request-id", request_id.encode()),
+                    (b"x-request-id", rid.encode()),
                     *warning_headers(scope["state"].get("warnings", ())),
                 ]
                 if self.lifecycle.draining or message["status"] in _CLOSE_AFTER:
@@ -100,7 +101,7 @@ class RequestGuard:
         except Exception:
             # Logged here once, with its request id; not re-raised, so that neither Starlette
             # nor uvicorn logs the same traceback again.
-            logger.exception("unhandled error on %s", path, extra={"request_id": request_id})
+            logger.exception("unhandled error on %s", path, extra={"request_id": rid})
             if not status["code"]:
                 await self._reject(send_with_id, InternalError("internal server error"), scope)
         finally:
@@ -108,7 +109,7 @@ class RequestGuard:
                 self.lifecycle.in_flight -= 1
                 self.metrics.in_flight.dec()
             self.trimmer.after_request(received[0])  # give a large request's memory back
-            self._record(scope, path, status["code"] or 499, started, request_id, headers)
+            self._record(scope, path, status["code"] or 499, started, rid, headers)
 
     async def _guard(self, scope: Scope, headers: dict[str, str], path: str) -> None:
         declared = headers.get("content-length", "")
@@ -129,8 +130,11 @@ class RequestGuard:
             except RerankError:
                 if self.authenticator.required:  # else only registry changes need a key
                     self.metrics.rejected.labels("unauthorized").inc()
+                    await self._count_failed_auth(principal)
                     raise
         scope["state"]["principal"] = principal
+        if self.settings.cache_scope == "key":
+            cache_namespace.set(principal.name)  # this request's task and the tasks it starts
         if self.rate_limiter is not None and path not in OPS_PATHS:
             try:
                 await self.rate_limiter.check(principal.name)
@@ -144,6 +148,17 @@ class RequestGuard:
         if token and self.authenticator is not None and self.authenticator.enabled:
             with contextlib.suppress(RerankError):
                 scope["state"]["principal"] = self.authenticator.authenticate(token)
+
+    async def _count_failed_auth(self, address: Principal) -> None:
+        """A failed authentication counts against its client address's rate limit, so that
+        guessing keys is as limited as using one (429 once the address is over it)."""
+        if self.rate_limiter is None:
+            return
+        try:
+            await self.rate_limiter.check(address.name)
+        except RerankError:
+            self.metrics.rejected.labels("rate_limited").inc()
+            raise
 
     def _limit_body(self, receive: Receive, received: list[int]) -> Receive:
         """Bound the body in bytes and in time.
@@ -247,7 +262,7 @@ class RequestGuard:
         path: str,
         status: int,
         started: float,
-        request_id: str,
+        rid: str,
         headers: dict[str, str],
     ) -> None:
         elapsed = time.perf_counter() - started
@@ -261,7 +276,7 @@ class RequestGuard:
             level,
             "request",
             extra={
-                "request_id": request_id,
+                "request_id": rid,
                 "method": scope.get("method"),
                 "route": route,
                 "model": state.get("model"),

@@ -15,7 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from rerankd.api import state, tei
 from rerankd.api.body import body_schema, read_json, validate
 from rerankd.api.errors import ERROR_RESPONSES, RERANK_ERROR_RESPONSES, TEI_DIALECT
-from rerankd.api.fields import Priority, TopN, instruction_field
+from rerankd.api.extensions import SpanOut, result_extras, usage_extras
+from rerankd.api.fields import (
+    MaxSpans,
+    MinRelevance,
+    Priority,
+    TopN,
+    instruction_field,
+    spans_field,
+)
 from rerankd.api.inputs import DocumentsInput, QueryInput, count, echo, to_document, to_documents
 from rerankd.api.layers import LayerFields
 from rerankd.service import RerankRequest, RerankResult
@@ -45,6 +53,9 @@ class NativeRerankRequest(LayerFields):
     )
     instruction: StrictStr | None = instruction_field()
     priority: Priority = 0
+    min_relevance: MinRelevance = None
+    return_spans: StrictBool = spans_field()
+    max_spans: MaxSpans = None
 
     def to_internal(self) -> RerankRequest:
         return RerankRequest(
@@ -59,6 +70,9 @@ class NativeRerankRequest(LayerFields):
             instruction=self.instruction,
             options=self.family_options(),
             priority=self.priority,
+            min_relevance=self.min_relevance,
+            return_spans=self.return_spans,
+            max_spans=self.max_spans,
         )
 
 
@@ -67,6 +81,8 @@ class NativeResult(BaseModel):
     document: str | dict[str, str] | None = None
     score: float
     relevance_score: float
+    raw_score: float | None = None
+    spans: list[SpanOut] | None = None
 
 
 class Usage(BaseModel):
@@ -85,14 +101,20 @@ class NativeRerankResponse(BaseModel):
     usage: Usage
 
 
-def render(query: QueryInput, result: RerankResult, return_documents: bool) -> dict[str, Any]:
+def render(
+    query: QueryInput, result: RerankResult, return_documents: bool, spans: bool = False
+) -> dict[str, Any]:
     return {
         "query": echo(query),
         "model": result.model,
         "results": [
-            {"index": r.index, "document": r.document, "score": r.score, "relevance_score": r.score}
-            if return_documents
-            else {"index": r.index, "score": r.score, "relevance_score": r.score}
+            {
+                "index": r.index,
+                **({"document": r.document} if return_documents else {}),
+                "score": r.score,
+                "relevance_score": r.score,
+                **result_extras(r),
+            }
             for r in result.results
         ],
         "usage": {
@@ -102,6 +124,7 @@ def render(query: QueryInput, result: RerankResult, return_documents: bool) -> d
             "cached": result.cached,
             "prompt_tokens": result.tokens,
             "total_tokens": result.tokens,
+            **usage_extras(result, spans),
         },
     }
 
@@ -124,7 +147,7 @@ async def rerank(request: Request) -> JSONResponse:
     request.state.model = result.model
     request.state.tokens = result.tokens
     request.state.warnings = result.warnings
-    return JSONResponse(render(body.query, result, body.return_documents))
+    return JSONResponse(render(body.query, result, body.return_documents, body.return_spans))
 
 
 class BatchQuery(BaseModel):

@@ -79,6 +79,7 @@ def build_qwen3_causal(
         tokenizer.get_vocab_size(),
         bos_token_id=None,
         eos_token_id=tokenizer.token_to_id("<|im_end|>"),
+        initializer_range=0.1,  # as build_mxbai_reranker: the references' padding noise < 1e-5
     )
     model = Qwen3ForCausalLM(config)
     rows = [tokenizer.token_to_id(a) for a in answers]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from rerankd.devtools.synthetic import _CORPUS
 
@@ -38,26 +38,35 @@ def build_colbert(
     vocab_size: int = 2000,
     max_positions: int = 512,
     seed: int = 0,
+    encoder: Literal["bert", "modernbert"] = "bert",
 ) -> Path:
-    """A PyLate ColBERT directory at `out`; MiniLM's size is hidden 384, 6 layers, 12 heads."""
+    """A PyLate ColBERT directory at `out`; MiniLM's size is hidden 384, 6 layers, 12 heads.
+
+    `encoder="modernbert"` gives GTE-ModernColBERT's shape: a ModernBERT encoder (rotary
+    positions, alternating local and global attention, no token type ids) and a byte-level BPE
+    tokenizer."""
     import torch
     from safetensors.torch import save_file
-    from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    tokenizer = _train_wordpiece(vocab_size)
-    config = BertConfig(
-        vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate_size,
-        max_position_embeddings=max_positions,
-        pad_token_id=tokenizer.token_to_id("[PAD]"),
-    )
-    config.architectures = ["BertModel"]
-    BertModel(config).eval().save_pretrained(str(out))
-    _save_tokenizer(out, tokenizer, max_positions)
+    if encoder == "modernbert":
+        from rerankd.devtools.synthetic_llm import train_modernbert_tokenizer
+
+        tokenizer = train_modernbert_tokenizer()
+        tokenizer.add_tokens([QUERY_PREFIX, DOCUMENT_PREFIX])
+    else:
+        tokenizer = _train_wordpiece(vocab_size)
+    shape = {
+        "vocab_size": tokenizer.get_vocab_size(),
+        "hidden_size": hidden_size,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": intermediate_size,
+        "max_position_embeddings": max_positions,
+        "pad_token_id": tokenizer.token_to_id("[PAD]"),
+    }
+    _encoder(encoder, shape, tokenizer).eval().save_pretrained(str(out))
+    _save_tokenizer(out, tokenizer, max_positions, type_ids=encoder == "bert")
     dense = out / "1_Dense"
     dense.mkdir(parents=True, exist_ok=True)
     weight = torch.randn(embedding_size, hidden_size) / hidden_size**0.5
@@ -101,6 +110,33 @@ def build_colbert(
     return out
 
 
+def _encoder(kind: str, shape: dict[str, Any], tokenizer: Tokenizer) -> Any:
+    if kind == "modernbert":
+        from transformers import ModernBertConfig, ModernBertModel
+
+        ids = {t: tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]")}
+        modern = ModernBertConfig(
+            **shape,
+            global_attn_every_n_layers=2,
+            # Windows of +-32 tokens: long documents cross them, while every query position
+            # (32) still sees a real token, as in GTE-ModernColBERT (128). A masked expansion
+            # token whose window holds no real token has no defined attention, and transformers
+            # versions answer it differently.
+            local_attention=64,
+            cls_token_id=ids["[CLS]"],
+            sep_token_id=ids["[SEP]"],
+            bos_token_id=ids["[CLS]"],
+            eos_token_id=ids["[SEP]"],
+        )
+        modern.architectures = ["ModernBertModel"]
+        return ModernBertModel(modern)
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(**shape)
+    config.architectures = ["BertModel"]
+    return BertModel(config)
+
+
 def _write(path: Path, value: object) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
 
@@ -129,8 +165,11 @@ def _train_wordpiece(vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def _save_tokenizer(out: Path, tokenizer: Tokenizer, max_positions: int) -> None:
+def _save_tokenizer(out: Path, tokenizer: Tokenizer, max_positions: int, type_ids: bool) -> None:
     from transformers import PreTrainedTokenizerFast
+
+    # ModernBERT takes no token type ids (its tokenizer config says so, as the real one's does).
+    names = ["input_ids", "token_type_ids", "attention_mask"] if type_ids else None
 
     PreTrainedTokenizerFast(  # untyped in transformers
         tokenizer_object=tokenizer,
@@ -140,6 +179,7 @@ def _save_tokenizer(out: Path, tokenizer: Tokenizer, max_positions: int) -> None
         pad_token="[PAD]",
         mask_token="[MASK]",
         model_max_length=max_positions,
+        model_input_names=names or ["input_ids", "attention_mask"],
     ).save_pretrained(str(out))
     # transformers 5 names its own backend class, which the transformers PyLate needs lacks.
     config_file = out / "tokenizer_config.json"

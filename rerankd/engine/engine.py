@@ -143,6 +143,8 @@ def load_engine(
         from rerankd.engine.torch_backend import TorchBackend
 
         backend = TorchBackend(options, family)
+        if options.share_prefix and backend.shares_prefix:
+            family.share_prefix = True
     engine = Engine(resolved, options, family, backend)
     engine.warmup()
     logger.info(

@@ -158,6 +158,7 @@ class OnnxBackend:
             str(path), session_options, providers=providers
         )
         self._inputs = [i.name for i in self._session.get_inputs()]
+        self.file = path  # the graph served: fp32, or the int8 file of one CPU class
         served: str = options.dtype
         if served == "int8" and not path.name.startswith("model.int8"):
             served = "float32 (int8 refused by its accuracy probe)"

@@ -51,6 +51,8 @@ class EngineOptions:
     query_max_length: int | None = None  # default: 3/4 of max_length, as FlagEmbedding does
     cache_dir: Path = field(default_factory=default_cache_dir)
     force_int8: bool = False  # serve int8 even when the export's accuracy probe refuses it
+    # Yes/no LLMs on torch: run a request's instruction+query prefix once (families/prefix.py).
+    share_prefix: bool = True
 
     def __post_init__(self) -> None:
         dtype = _DTYPE_ALIASES.get(str(self.dtype).lower())

@@ -98,6 +98,12 @@ class TextTokenizer:
         """Token ids of each text, without special tokens (runs in parallel in Rust)."""
         return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+    def offsets(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's tokens as (start, end) character offsets into it (spans cut on them)."""
+        return [
+            list(e.offsets) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        ]
+
     def token_id(self, token: str) -> int | None:
         """The id of one vocabulary entry (not of a text: no tokenization)."""
         return self._tokenizer.token_to_id(token)

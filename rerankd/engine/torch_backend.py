@@ -24,6 +24,8 @@ class TorchBackend:
         self._input_names = family.input_names
         head = family.torch_head(TORCH_DTYPES[options.dtype], "sdpa")
         self._head: torch.nn.Module | None = head.to(self.device)
+        # The head runs a shared prefix once (rerankd/families/prefix.py) when it can.
+        self.shares_prefix = bool(getattr(head, "shares_prefix", False))
         self.description = f"torch {options.dtype} on {options.device}"
 
     def run(self, batch: Batch) -> np.ndarray:

@@ -19,8 +19,11 @@ from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.mxbai import MxbaiRerankV2
+from rerankd.families.qwen3_vl import Qwen3VLReranker
 from rerankd.families.siglip import Siglip
+from rerankd.families.st_logit import SentenceTransformersLogitScore
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
+from rerankd.families.zerank import ZerankReranker
 
 if TYPE_CHECKING:
     from rerankd.models import ResolvedModel
@@ -29,12 +32,15 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, type[ModelFamily]] = {
     family.name: family
     for family in (
+        SentenceTransformersLogitScore,  # recognised from its saved modules, whatever its name
         JinaRerankerV3,
         BgeLayerwiseReranker,
         BgeLightweightReranker,
+        Qwen3VLReranker,
         Qwen3Reranker,
         BgeGemmaReranker,
         MxbaiRerankV2,
+        ZerankReranker,
         CrossEncoder,
         Colbert,
         Clip,
@@ -89,7 +95,10 @@ __all__ = [
     "MxbaiRerankV2",
     "PairFamily",
     "Qwen3Reranker",
+    "Qwen3VLReranker",
+    "SentenceTransformersLogitScore",
     "Siglip",
     "check_family_name",
     "family_class",
+    "ZerankReranker",
 ]

@@ -31,7 +31,7 @@ from rerankd.documents import TEXT_ONLY, Loaded, Modalities, TextDocument
 from rerankd.engine.backend import Batch, PaddedBatch
 from rerankd.engine.plan import LongDocPolicy, ScoringPlan, windows
 from rerankd.engine.tokenize import Sequence, TextTokenizer
-from rerankd.errors import InvalidInput
+from rerankd.errors import InvalidInput, UnsupportedModel
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +70,8 @@ class ModelFamily(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for `--help` and the docs
     reference: ClassVar[str]  # the implementation whose scores this family reproduces
+    # The largest deviation from the reference the tests allow or measured (docs/families.md).
+    deviation: ClassVar[str] = "see docs/families.md"
     takes_instruction: ClassVar[bool] = False
     default_instruction: ClassVar[str | None] = None
     default_max_length: ClassVar[int] = 512
@@ -86,6 +88,15 @@ class ModelFamily(ABC):
     def __init__(self, model: ResolvedModel, limits: Limits) -> None:
         self.model = model
         self.limits = limits
+        # Set by the engine when the backend's head runs a shared prefix once (prefix.py).
+        self.share_prefix = False
+        unknown = sorted(set(model.family_options) - set(self.option_fields))
+        if unknown:
+            takes = ", ".join(self.option_fields) or "none"
+            raise UnsupportedModel(
+                f"model {model.name!r} ({self.name}) has family_options it does not take: "
+                f"{', '.join(unknown)} (it takes: {takes})"
+            )
 
     # Recognising a model ------------------------------------------------------------------
 
@@ -263,7 +274,7 @@ class PairFamily(ModelFamily):
             room = min(room, policy.max_tokens_per_doc)
         if room < 1:
             raise InvalidInput("the query leaves no room for the documents; shorten it")
-        return _plan(
+        plan = _plan(
             [],
             self.document_ids(documents),
             room,
@@ -271,6 +282,11 @@ class PairFamily(ModelFamily):
             functools.partial(self.sequence, side),
             combine_pairs,
         )
+        return self.finish_plan(plan, side)
+
+    def finish_plan(self, plan: ScoringPlan, side: QuerySide) -> ScoringPlan:
+        """A last look at the plan, with the query side it was built from (prefix sharing)."""
+        return plan
 
 
 class EmbeddingFamily(ModelFamily):

@@ -20,7 +20,6 @@ own code is never executed. The choices (`LayerOptions`) come per request (the e
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,7 +29,7 @@ import numpy as np
 from rerankd.engine.backend import Batch
 from rerankd.engine.tokenize import Sequence
 from rerankd.errors import InvalidInput, UnsupportedModel
-from rerankd.families.base import PaddingSide, QuerySide
+from rerankd.families.base import Limits, PaddingSide, QuerySide
 from rerankd.families.yes_no import BgeGemmaReranker
 
 if TYPE_CHECKING:
@@ -90,9 +89,8 @@ INPUT_NAMES = [
 class _LayerwiseFamily(BgeGemmaReranker):
     """FlagEmbedding's bge prompt, scored by one layer's head (see the module docstring)."""
 
-    padding_side: ClassVar[PaddingSide] = (
-        "right"  # the compression (as FlagEmbedding's) needs the passage in place
-    )
+    # The compression (as FlagEmbedding's) needs each passage at the same place in its row.
+    padding_side: ClassVar[PaddingSide] = "right"
     onnx_refusal: ClassVar[str | None] = (
         "the cutoff layer and the compression are chosen per batch, so the graph's layer count "
         "and sequence length depend on input values; torch only"
@@ -127,11 +125,15 @@ class _LayerwiseFamily(BgeGemmaReranker):
     option_fields: ClassVar[tuple[str, ...]] = ("cutoff_layers",)
     _chosen: LayerOptions | None = None  # set on the copies `with_options` makes
 
-    @functools.cached_property
-    def default_options(self) -> LayerOptions:
-        return self.options(None, None, None)
+    def __init__(self, model: ResolvedModel, limits: Limits) -> None:
+        super().__init__(model, limits)
+        try:  # the model's own defaults are checked when it loads, not at its first request
+            self.default_options = self.options_for({})
+        except InvalidInput as exc:
+            raise UnsupportedModel(f"model {model.name!r} family_options: {exc}") from None
 
     def options_for(self, requested: Mapping[str, object]) -> LayerOptions:
+        """A request's fields over the model's defaults (`family_options`), checked."""
         sent = {k: v for k, v in requested.items() if v is not None}
         unknown = sorted(set(sent) - set(self.option_fields))
         if unknown:
@@ -139,8 +141,7 @@ class _LayerwiseFamily(BgeGemmaReranker):
                 f"model {self.model.name!r} ({self.name}) takes no {', '.join(unknown)}; "
                 f"its fields are {', '.join(self.option_fields)}"
             )
-        if not sent:
-            return self.default_options
+        sent = {**self.model.family_options, **sent}
         cutoff = sent.get("cutoff_layers")
         ratio = sent.get("compress_ratio")
         layers = sent.get("compress_layers")

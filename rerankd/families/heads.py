@@ -124,14 +124,31 @@ class TokenLogitHead(nn.Module):
         config = causal_lm.config
         self.softcap = float(getattr(config, "final_logit_softcapping", None) or 0.0)
         self.logit_scale = float(getattr(config, "logit_scale", None) or 1.0)
+        from rerankd.families.prefix_cache import PrefixCaches, shareable
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden: torch.Tensor = self.body(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=real_token_positions(attention_mask),
-            use_cache=False,
-        ).last_hidden_state
+        self.shares_prefix = shareable(config)
+        self.prefix_caches = PrefixCaches()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`prefix_ids` ([1, P]): the rows are what follows that shared prefix, right-padded
+        (rerankd/families/prefix.py); its key/value cache is computed once and kept."""
+        if prefix_ids is not None:
+            from rerankd.families.prefix_cache import run_after_prefix
+
+            kv = self.prefix_caches.get(self.body, prefix_ids)
+            hidden = run_after_prefix(self.body, kv, input_ids, attention_mask)
+        else:
+            hidden = self.body(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=real_token_positions(attention_mask),
+                use_cache=False,
+            ).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask * positions).argmax(dim=1)
         batch = torch.arange(input_ids.shape[0], device=input_ids.device)

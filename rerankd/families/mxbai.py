@@ -38,6 +38,9 @@ class MxbaiRerankV2(_YesNoFamily):
     name = "mxbai-rerank-v2"
     summary = "mxbai-rerank-v2 (base/large): Qwen2ForCausalLM, '1' vs '0' after its prompt"
     reference = "the mxbai-rerank package's MxbaiRerankV2.predict"
+    deviation = (
+        "torch ≤ 5.0e-6 measured (test bound 1e-5); ONNX < 1e-4 (tests/test_families_causal.py)"
+    )
     takes_instruction = True
     default_instruction = None  # the package prompts with the query alone unless given one
     default_max_length = 8192  # the package's default

@@ -38,6 +38,7 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
         family="",
         config=config,
         instruction=spec.instruction,
+        family_options=dict(spec.family_options),
     )
     return dataclasses.replace(found, family=family_class(found, spec.family).name)
 

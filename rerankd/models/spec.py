@@ -15,7 +15,8 @@ class ModelSpec:
 
     `served_name` is what API clients put in the request's `model` field; `family` names the
     model family when detection cannot be sure (see `rerankd.families`); `instruction` is the
-    model's default instruction, for families that take one.
+    model's default instruction, for families that take one; `family_options` the model's
+    defaults for its family's request fields (e.g. a layerwise model's `cutoff_layers`).
     """
 
     source: str
@@ -23,10 +24,16 @@ class ModelSpec:
     revision: str | None = None
     family: str | None = None
     instruction: str | None = None
+    family_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def parse(
-        cls, text: str, *, family: str | None = None, instruction: str | None = None
+        cls,
+        text: str,
+        *,
+        family: str | None = None,
+        instruction: str | None = None,
+        family_options: dict[str, Any] | None = None,
     ) -> ModelSpec:
         """Parse `SOURCE`, `SOURCE=NAME` or `SOURCE@REVISION=NAME` from the command line."""
         text = text.strip()
@@ -40,6 +47,7 @@ class ModelSpec:
             revision=revision or None,
             family=family,
             instruction=instruction,
+            family_options=dict(family_options or {}),
         )
 
     @property
@@ -63,11 +71,17 @@ class ResolvedModel:
     family: str  # the name of the model family that serves it (`rerankd.families.FAMILIES`)
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     instruction: str | None = None  # the model's default instruction, if its family takes one
+    # The model's defaults for its family's request fields (`ModelFamily.option_fields`).
+    family_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def max_positions(self) -> int:
         """The longest sequence the model's position embeddings allow."""
-        positions = int(self.config.get("max_position_embeddings", 512))
+        # Multimodal configs (Qwen3-VL) keep the decoder's limit in their text_config.
+        text = self.config.get("text_config") or {}
+        positions = int(
+            self.config.get("max_position_embeddings", text.get("max_position_embeddings", 512))
+        )
         # RoBERTa-family models reserve padding_idx + 1 positions.
         if self.config.get("model_type") in {"xlm-roberta", "roberta", "camembert"}:
             positions -= int(self.config.get("pad_token_id", 1)) + 1

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from rerankd.batching import DynamicBatcher
+from rerankd.calibration.model import Calibration
 from rerankd.engine import Engine
 from rerankd.engine.tokenize import Sequence
 from rerankd.errors import NotReady
@@ -59,6 +60,7 @@ class ModelHandle:
     engines: list[Engine] = field(default_factory=list)
     queue: DynamicBatcher[Sequence] | None = None  # set once loaded
     identity: tuple[object, ...] = ()
+    calibration: Calibration | None = None  # raw score -> P(relevant), when one is attached
     _leases: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _drained: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
@@ -157,6 +159,7 @@ class ModelHandle:
                     "revision": self.engine.model.revision,
                     "family": self.engine.model.family,
                     "max_length": self.engine.max_length,
+                    "calibration": self.calibration.describe() if self.calibration else None,
                 }
             )
         else:

@@ -8,10 +8,14 @@ import dataclasses
 import gc
 import logging
 import time
+from collections.abc import Sequence as Items
 
 from rerankd.batching import BatchObserver, DynamicBatcher
+from rerankd.calibration.attach import find as find_calibration
+from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.engine import Engine, EngineOptions, load_engine
+from rerankd.engine.identity import cache_identity
 from rerankd.engine.options import default_batch_tokens
 from rerankd.engine.tokenize import Sequence
 from rerankd.models import resolve
@@ -35,11 +39,16 @@ def replica_options(settings: Settings, placement: Placement, device: str) -> En
 
 
 def load_replicas(
-    handle: ModelHandle, settings: Settings, observer: BatchObserver
-) -> tuple[list[Engine], DynamicBatcher[Sequence], tuple[object, ...]]:
-    """Resolve once, load one engine per replica, and build (not start) their batcher."""
+    handle: ModelHandle,
+    settings: Settings,
+    observer: BatchObserver,
+    calibrations: Items[Calibration] = (),
+) -> tuple[list[Engine], DynamicBatcher[Sequence], tuple[object, ...], Calibration | None]:
+    """Resolve once, find the calibration (refused before any weights load when it does not
+    fit), load one engine per replica, and build (not start) their batcher."""
     registration, placement = handle.registration, handle.placement
     resolved = resolve(registration.model_spec)
+    calibration = find_calibration(resolved, registration.calibration, calibrations)
     engines: list[Engine] = []
     try:
         for device in placement.devices:
@@ -59,8 +68,7 @@ def load_replicas(
         observer=observer,
         name=handle.uid,
     )
-    identity = (resolved.name, resolved.revision, resolved.family, engines[0].max_length)
-    return engines, batcher, identity
+    return engines, batcher, cache_identity(engines[0]), calibration
 
 
 def close_engines(engines: list[Engine]) -> None:

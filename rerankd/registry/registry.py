@@ -27,6 +27,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from rerankd.calibration.attach import identity_of
+from rerankd.calibration.attach import load_all as load_calibrations
+from rerankd.calibration.attach import unmatched as unmatched_calibrations
+from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.errors import Conflict, LoadFailed, ModelNotFound, NotReady, RerankError
 from rerankd.metrics import Metrics
@@ -71,6 +75,7 @@ class ModelRegistry:
         self._handles: dict[str, ModelHandle] = {}  # uid -> handle, in launch order
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-loader")
         self._loading: dict[ModelHandle, asyncio.Future[None]] = {}
+        self.calibrations: list[Calibration] = []  # --calibration files, read at start-up
         self._desired: DesiredStore | None = None
         self._snapshot = Snapshot(version=-1)  # the desired state last applied here
         self._changing: asyncio.Lock | None = None  # one change or reconcile at a time
@@ -120,6 +125,7 @@ class ModelRegistry:
             else:
                 self._entries[name] = Entry(stored.registration, "api", persisted=True)
 
+        self.calibrations = load_calibrations(self.settings.calibration)
         launches = [self._startup_launch(text) for text in self.settings.model]
         cpu = [self._placement(r).cpu_replicas for r in launches]
         for index, request in enumerate(launches):
@@ -137,6 +143,10 @@ class ModelRegistry:
         for handle in self._adopt_launches(snapshot):
             self._load(handle)
         self._snapshot = snapshot
+        unmatched_calibrations(
+            self.calibrations,
+            [identity_of(h.engine.model) for h in self._handles.values() if h.engines],
+        )
 
     def _import_legacy_file(self) -> None:
         """`registrations.json` from before the shared store: its entries move into the store."""
@@ -157,13 +167,17 @@ class ModelRegistry:
         defaults = {
             "family": registration.family or self.settings.family,
             "instruction": registration.instruction or self.settings.instruction,
+            "family_options": registration.family_options or self.settings.family_defaults or None,
         }
         return registration.model_copy(update=defaults)
 
     def _startup_launch(self, text: str) -> LaunchRequest:
         """`--model NAME` launches a registration; any other spec registers itself first."""
         spec = ModelSpec.parse(
-            text, family=self.settings.family, instruction=self.settings.instruction
+            text,
+            family=self.settings.family,
+            instruction=self.settings.instruction,
+            family_options=self.settings.family_defaults,
         )
         entry = self._entries.get(spec.source)
         if entry is None or spec.revision:
@@ -398,8 +412,8 @@ class ModelRegistry:
         started = time.perf_counter()
         self.metrics.model_loads.labels(name).inc()
         try:
-            engines, batcher, identity = load_replicas(
-                handle, self.settings, self.metrics.batch_observer(handle.uid)
+            engines, batcher, identity, calibration = load_replicas(
+                handle, self.settings, self.metrics.batch_observer(handle.uid), self.calibrations
             )
         except Exception as exc:  # noqa: BLE001 - a failed load is a state, not a crash
             self.metrics.model_load_failures.labels(name).inc()
@@ -421,6 +435,7 @@ class ModelRegistry:
         batcher.start()
         with handle._lock:
             handle.engines, handle.queue, handle.identity = engines, batcher, identity
+            handle.calibration = calibration
             handle.load_seconds = seconds
             if handle.state is ModelState.LOADING:
                 handle.state = ModelState.READY

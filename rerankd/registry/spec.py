@@ -46,9 +46,17 @@ class Registration(BaseModel):
     # rerankd's own options.
     family: str | None = Field(None, description="Model family (default: detected).")
     instruction: str | None = Field(None, description="Default instruction (instructed families).")
+    family_options: dict[str, Any] | None = Field(
+        None,
+        description='Defaults for the family\'s request fields, e.g. {"cutoff_layers": 28} '
+        "for a layerwise bge reranker.",
+    )
     max_length: int | None = Field(None, ge=8, description="Tokens per pair.")
     backend: Literal["torch", "onnx"] | None = Field(None, description="torch or onnx.")
     dtype: str | None = Field(None, description="float32, float16, bfloat16 or int8.")
+    calibration: str | None = Field(
+        None, description="calibration.json (rerankd calibrate) made for these weights."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +137,7 @@ class Registration(BaseModel):
             revision=self.model_revision,
             family=self.family,
             instruction=self.instruction,
+            family_options=dict(self.family_options or {}),
         )
 
     def public(self) -> dict[str, Any]:
@@ -148,6 +157,7 @@ class Registration(BaseModel):
             language=["en"] if builtin else [],
             family=spec.family,
             instruction=spec.instruction,
+            family_options=dict(spec.family_options) or None,
         )
 
 

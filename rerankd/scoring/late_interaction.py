@@ -27,7 +27,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from rerankd.admission import CHARS_PER_TOKEN
-from rerankd.cache import Cache, Codec, embedding_key
+from rerankd.cache import (
+    MAX_DIM,
+    MAX_ROWS,
+    MAX_ROWS_BYTES,
+    Cache,
+    Codec,
+    InvalidCached,
+    embedding_key,
+)
 from rerankd.documents import Loaded, TextDocument
 from rerankd.engine.plan import LongDocPolicy
 from rerankd.errors import InvalidInput
@@ -46,25 +54,41 @@ class TokenVectors:
         return sum(chunk.nbytes for chunk in self.chunks)
 
 
+_TAG = b"t1"  # the format and its version: anything else read back is not served
+
+
 def dump_vectors(value: TokenVectors) -> bytes:
-    """Compact: chunk count, dimension, each chunk's length, then float16 vectors."""
+    """Compact: a format tag, chunk count, dimension, each chunk's length, float16 vectors."""
     dim = value.chunks[0].shape[1] if value.chunks else 0
     lengths = [len(chunk) for chunk in value.chunks]
-    header = struct.pack(f"<II{len(lengths)}I", len(lengths), dim, *lengths)
+    header = _TAG + struct.pack(f"<II{len(lengths)}I", len(lengths), dim, *lengths)
     body = b"".join(np.ascontiguousarray(c, dtype="<f2").tobytes() for c in value.chunks)
     return header + body
 
 
 def load_vectors(data: bytes) -> TokenVectors:
-    count, dim = struct.unpack_from("<II", data)
-    lengths = struct.unpack_from(f"<{count}I", data, 8)
-    offset = 8 + 4 * count
+    """The vectors, or `InvalidCached` for a value this version did not write (another
+    format, a shape that does not fit its bytes or the bounds, a number that is not finite)."""
+    if not data.startswith(_TAG) or len(data) < len(_TAG) + 8:
+        raise InvalidCached(f"not token vectors of format {_TAG.decode()}")
+    count, dim = struct.unpack_from("<II", data, len(_TAG))
+    if count > MAX_ROWS or dim > MAX_DIM or (count and not dim):
+        raise InvalidCached(f"token vectors of an impossible shape ({count} chunks x {dim})")
+    offset = len(_TAG) + 8 + 4 * count
+    if len(data) < offset:
+        raise InvalidCached("token vectors cut short")
+    lengths = struct.unpack_from(f"<{count}I", data, len(_TAG) + 8)
+    size = 2 * sum(lengths) * dim
+    if sum(lengths) > MAX_ROWS or size > MAX_ROWS_BYTES or len(data) != offset + size:
+        raise InvalidCached(f"{len(data) - offset} bytes for {sum(lengths)} x {dim} vectors")
     chunks = []
     for length in lengths:
-        size = length * dim
-        flat = np.frombuffer(data, dtype="<f2", count=size, offset=offset)
-        chunks.append(flat.reshape(length, dim).astype(np.float32))
-        offset += 2 * size
+        flat = np.frombuffer(data, dtype="<f2", count=length * dim, offset=offset)
+        chunk = flat.reshape(length, dim).astype(np.float32)
+        if not np.isfinite(chunk).all():
+            raise InvalidCached("token vectors that are not finite")
+        chunks.append(chunk)
+        offset += 2 * length * dim
     return TokenVectors(tuple(chunks))
 
 

@@ -239,6 +239,7 @@ def test_redis_is_optional_or_external() -> None:
         return [d["kind"] for d in objects(docs) if d["metadata"]["name"] == "rerankd-redis"]
 
     assert sorted(redis_objects(render())) == ["Deployment", "NetworkPolicy", "Service"]
+    assert find(render(), "PersistentVolumeClaim", "rerankd-redis-data")
     docs = render(extra={"redis": {"enabled": False}})
     assert redis_objects(docs) == [] and "RERANKD_REDIS_URL" not in config(docs)
     docs = render(extra={"redis": {"url": "redis://cache.example.internal:6380/2"}})
@@ -305,6 +306,7 @@ def test_another_release_name_prefixes_every_object() -> None:
     )
     assert {d["metadata"]["name"] for d in docs} == {
         "search-rerankd", "search-rerankd-config", "search-rerankd-api-keys", "search-rerankd-redis",
+        "search-rerankd-redis-data", "search-rerankd-model-cache",
     }  # fmt: skip
     deployment = find(docs, "Deployment", "search-rerankd")
     envfrom = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]

@@ -1,0 +1,43 @@
+"""What a loaded model's cached scores and vectors are keyed by: everything that changes them.
+
+Processes that share a Redis cache may serve the same weights differently (an int8 pod next to
+an fp32 pod, a longer `max_length`, a GPU in fp16): a score one of them cached must never be
+served by another that would have computed a different one. The request's own inputs
+(instruction, truncation and chunking policy) are added by the scoring path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rerankd.engine.engine import Engine
+
+# Bump when the meaning of an identity changes, so entries cached under the old one are unused.
+IDENTITY_VERSION = 2
+
+
+def cache_identity(engine: Engine) -> tuple[object, ...]:
+    """(version, name, weights revision or hash, family, max_length, backend, device kind,
+    dtype served, int8 scheme): the dtype is the one actually served (an int8 request the
+    accuracy probe refused serves fp32), and the int8 scheme is the CPU class its file was
+    tuned for."""
+    model, options = engine.model, engine.options
+    dtype: str = options.dtype
+    scheme: str | None = None
+    if options.backend == "onnx":
+        served = getattr(engine.backend, "file", None)
+        if isinstance(served, Path) and served.name.startswith("model.int8"):
+            dtype, scheme = "int8", served.stem.partition("-")[2] or "generic"
+        else:
+            dtype = "float32"
+    return (
+        IDENTITY_VERSION,
+        model.name,
+        model.revision,
+        model.family,
+        engine.max_length,
+        options.backend,
+        options.device.partition(":")[0],
+        dtype,
+        scheme,
+    )
