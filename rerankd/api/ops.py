@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 import rerankd
 from rerankd.api import state
 from rerankd.api.access import is_admin
+from rerankd.api.errors import ErrorBody
 from rerankd.errors import NotReady
 from rerankd.registry.handle import ModelState
 
@@ -27,10 +28,17 @@ class Health(BaseModel):
     model_loaded: bool
 
 
+class HealthOrError(RootModel[Health | ErrorBody]):
+    """503: the process's state, or (with ?model=) the error saying the model is loading."""
+
+
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "Loading or draining"}},
+    responses={
+        404: {"model": ErrorBody, "description": "?model= names a model nobody launched"},
+        503: {"model": HealthOrError, "description": "Loading or draining"},
+    },
 )
 async def health(
     request: Request,
