@@ -29,13 +29,11 @@ def _text(item: object) -> str:
     return item if isinstance(item, str) else str(getattr(item, "text", "") or "")
 
 
-def _faulty_plan(
-    self: Engine, query: Any, documents: Any, policy: Any, instruction: str | None = None
-) -> Any:
+def _faulty_plan(self: Engine, query: Any, documents: Any, *args: Any, **kwargs: Any) -> Any:
     documents = list(documents)
     if CRASH in _text(query):
         raise RuntimeError("secret planner internals: /srv/weights")
-    plan = _plan(self, query, documents, policy, instruction)
+    plan = _plan(self, query, documents, *args, **kwargs)
     for sequence, owner in zip(plan.sequences, plan.owners, strict=True):
         if owner >= 0:
             for marker in (RAISE, HANG):

@@ -81,8 +81,13 @@ def test_conflicts_are_refused_and_change_nothing(opener) -> None:
 
 def test_text_that_is_not_unicode_is_refused_before_it_is_kept(opener) -> None:
     store: DesiredStore = opener()
+    # The registration's own validation refuses it first; the store refuses it again when a
+    # registration reaches it unvalidated (built by code, not by a request).
+    with pytest.raises(ValueError, match="not valid Unicode"):
+        registration("bad", type="x\udcff")
+    unchecked = registration("bad").model_copy(update={"type": "x\udcff"})
     with pytest.raises(InvalidInput):
-        store.put_registration(registration("bad", type="x\udcff"), by="t", replace=False)
+        store.put_registration(unchecked, by="t", replace=False)
     assert store.version() == 0 and store.snapshot().registrations == {}
 
 

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,12 +59,27 @@ def settings_from_env(env: dict[str, str]):
     unknown = sorted(set(env) - known)
     assert not unknown, f"not rerankd settings: {unknown}"
     saved = {k: v for k, v in os.environ.items() if k.startswith("RERANKD_")}
+    # The keys file is a Secret mounted in the pod; the server refuses to start on one it cannot
+    # read, so here a stand-in with one key is read in its place and the pod's path kept.
+    mounted = env.get("RERANKD_API_KEYS_FILE")
+    stand_in: Path | None = None
+    if mounted and not Path(mounted).exists():
+        handle, name = tempfile.mkstemp(suffix=".keys")
+        os.close(handle)
+        stand_in = Path(name)
+        stand_in.write_text("# stand-in for the mounted Secret\nkey-from-the-secret\n")
+        env = {**env, "RERANKD_API_KEYS_FILE": name}
     try:
         for key in saved:
             del os.environ[key]
         os.environ.update(env)
-        return Settings()
+        settings = Settings()
+        if stand_in is not None:
+            settings = settings.model_copy(update={"api_keys_file": Path(str(mounted))})
+        return settings
     finally:
+        if stand_in is not None:
+            stand_in.unlink()
         for key in env:
             os.environ.pop(key, None)
         os.environ.update(saved)
