@@ -254,7 +254,11 @@ class _Base:
 
     @staticmethod
     def _batch_call(
-        queries: Sequence[BatchItem], model: str | None, raw_scores: bool
+        queries: Sequence[BatchItem],
+        model: str | None,
+        raw_scores: bool,
+        min_relevance: float | None = None,
+        spans: bool = False,
     ) -> tuple[_Call, list[tuple[str, list[str]]]]:
         items = []
         sent = []
@@ -271,6 +275,10 @@ class _Base:
         body["raw_scores"] = raw_scores
         if model:
             body["model"] = model
+        if min_relevance is not None:
+            body["min_relevance"] = min_relevance
+        if spans:
+            body["return_spans"] = True
         return _Call("POST", "/batch_rerank", body), sent
 
     @staticmethod
@@ -371,11 +379,18 @@ class Client(_Base):
         return self._rerank_response(self._checked(self._send(call)), documents)
 
     def batch_rerank(
-        self, queries: Sequence[BatchItem], model: str | None = None, raw_scores: bool = False
+        self,
+        queries: Sequence[BatchItem],
+        model: str | None = None,
+        raw_scores: bool = False,
+        *,
+        min_relevance: float | None = None,
+        spans: bool = False,
     ) -> list[RerankResponse]:
         """Several queries in one call; each item is `(query, documents)` or a mapping with
-        `query`, `documents` and optionally `top_n`. Answers come in the same order."""
-        call, sent = self._batch_call(queries, model, raw_scores)
+        `query`, `documents` and optionally `top_n` and `min_relevance` (over the call's).
+        Answers come in the same order."""
+        call, sent = self._batch_call(queries, model, raw_scores, min_relevance, spans)
         return self._batch_response(self._checked(self._send(call)), sent)
 
     def models(self) -> list[ModelInfo]:
@@ -445,9 +460,15 @@ class AsyncClient(_Base):
         return self._rerank_response(self._checked(await self._send(call)), documents)
 
     async def batch_rerank(
-        self, queries: Sequence[BatchItem], model: str | None = None, raw_scores: bool = False
+        self,
+        queries: Sequence[BatchItem],
+        model: str | None = None,
+        raw_scores: bool = False,
+        *,
+        min_relevance: float | None = None,
+        spans: bool = False,
     ) -> list[RerankResponse]:
-        call, sent = self._batch_call(queries, model, raw_scores)
+        call, sent = self._batch_call(queries, model, raw_scores, min_relevance, spans)
         return self._batch_response(self._checked(await self._send(call)), sent)
 
     async def models(self) -> list[ModelInfo]:

@@ -161,6 +161,7 @@ class BatchQuery(BaseModel):
     query: QueryInput
     documents: DocumentsInput
     top_n: TopN = None
+    min_relevance: MinRelevance = None  # this query's threshold; default: the call's
 
 
 class BatchRerankRequest(LayerFields):
@@ -171,6 +172,9 @@ class BatchRerankRequest(LayerFields):
     return_documents: StrictBool = True
     raw_scores: StrictBool = False
     instruction: StrictStr | None = instruction_field()
+    min_relevance: MinRelevance = None
+    return_spans: StrictBool = spans_field()
+    max_spans: MaxSpans = None
 
 
 class BatchRerankResponse(BaseModel):
@@ -201,6 +205,9 @@ async def batch_rerank(request: Request) -> JSONResponse:
             raw_scores=body.raw_scores,
             instruction=body.instruction,
             options=body.family_options(),
+            min_relevance=body.min_relevance if q.min_relevance is None else q.min_relevance,
+            return_spans=body.return_spans,
+            max_spans=body.max_spans,
         )
         for q in body.queries
     ]
@@ -209,7 +216,7 @@ async def batch_rerank(request: Request) -> JSONResponse:
     request.state.tokens = sum(r.tokens for r in results)
     request.state.warnings = sorted({w for r in results for w in r.warnings})
     rendered = [
-        render(q.query, r, body.return_documents)
+        render(q.query, r, body.return_documents, body.return_spans)
         for q, r in zip(body.queries, results, strict=True)
     ]
     warnings = request.state.warnings
