@@ -123,18 +123,18 @@ def test_measured_cost_follows_the_batches_it_sees() -> None:
 
 async def test_the_planning_pool_runs_a_small_job_while_large_ones_hold_every_worker() -> None:
     pool = PrepPool(workers=2, express_chars=1000)
-    gate, order = threading.Event(), []
+    gate, started, order = threading.Event(), threading.Event(), []
 
     def job(name: str, wait: bool) -> str:
         if wait:
+            started.set()
             gate.wait(10)
         order.append(name)
         return name
 
     try:
         first = asyncio.ensure_future(pool.run(lambda: job("giant-1", True), chars=500_000))
-        while pool.queued_chars:  # the general worker has taken it
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(started.wait, 10), "the general worker has taken it"
         large = asyncio.ensure_future(pool.run(lambda: job("giant-2", False), chars=400_000))
         medium = asyncio.ensure_future(pool.run(lambda: job("medium", False), chars=200_000))
         await asyncio.sleep(0)
