@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         2.0, ge=0, description="How long a busy worker waits for more work to join a batch."
     )
+    max_batch_ms: float = Field(
+        100.0,
+        ge=0,
+        description="While interactive requests are about, other batches are cut to run about this long at most, from the measured cost per token (0: no time bound).",
+    )
     request_timeout: float = Field(
         60.0, gt=0, description="Seconds a request may wait for its scores."
     )

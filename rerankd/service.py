@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankd.admission import estimate_tokens
+from rerankd.admission import estimate_chars, estimate_tokens
 from rerankd.cache import (
     EMBEDDINGS,
     SCORES,
@@ -362,18 +362,16 @@ class RerankService:
         if missing:
             engine = served.engine
             chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
-            served.batcher.admit(
-                estimate_tokens(
-                    _chars(query),
-                    (_chars(firsts[i][1]) for i in missing),
-                    engine.max_length,
-                    chunks,
-                )
-            )  # refuse an overloaded request before paying for its tokenization
+            chars = [_chars(firsts[i][1]) for i in missing]
+            estimate = estimate_tokens(_chars(query), chars, engine.max_length, chunks)
+            served.batcher.admit(estimate)  # refuse before paying for images and tokens
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
             instruction = engine.instruction_for(request.instruction)
-            plan = await asyncio.to_thread(
-                engine.plan, todo[0], todo[1:], policy, instruction, options
+            plan = await served.batcher.prepare(
+                lambda: engine.plan(todo[0], todo[1:], policy, instruction, options),
+                estimate,
+                estimate_chars(_chars(query), chars, engine.max_length, chunks),
+                request.priority,
             )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))
