@@ -330,6 +330,10 @@ class Settings(BaseSettings):
             self.file_keys()  # an empty or unreadable keys file must not leave the server open
         return self
 
+    def credential_keys(self) -> list[str]:
+        """Every configured API and admin key (what derived secrets are made from)."""
+        return [*self.api_keys, *self.file_keys(), *self.admin_keys]
+
     def file_keys(self) -> list[str]:
         """The keys in `--api-keys-file`; `ValueError` naming the file when it has none."""
         path = self.api_keys_file

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rerankd.admission import estimate_chars, estimate_tokens
-from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
+from rerankd.cache import (
+    EMBEDDINGS,
+    SCORES,
+    EmbeddingCache,
+    ScoreCache,
+    cache_secret,
+    score_key,
+    tiered,
+)
 from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
@@ -91,14 +99,16 @@ class RerankService:
     def load(self) -> None:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
-        self.cache = self._make_cache()
-        self.listwise.cache = self.cache
         s = self.settings
+        secret = cache_secret(s.server_secret, s.credential_keys(), bool(s.redis_url))
+        self.cache = self._make_cache(secret)
+        self.listwise.cache = self.cache
+        url, ttl = s.redis_url, s.redis_ttl
         self.embedder.cache = tiered(
-            EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+            EMBEDDINGS, s.embedding_cache_mb << 20, url, ttl, self.metrics, secret=secret
         )
         self.late.cache = tiered(
-            TOKEN_VECTORS, s.token_vector_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+            TOKEN_VECTORS, s.token_vector_cache_mb << 20, url, ttl, self.metrics, secret=secret
         )
         self.ready = True
 
@@ -115,9 +125,11 @@ class RerankService:
                 await cache.close()
         await self.images.close()
 
-    def _make_cache(self) -> ScoreCache | None:
+    def _make_cache(self, secret: bytes) -> ScoreCache | None:
         s = self.settings
-        cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
+        cache = tiered(
+            SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics, secret=secret
+        )
         memory = cache.memory if cache is not None else None
         if memory is not None:
             self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
