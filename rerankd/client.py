@@ -71,6 +71,7 @@ class RerankResponse:
     model: str  # the served name that answered
     results: list[RankedDocument]  # best first; `.document` is the text that was sent
     usage: Usage
+    warnings: tuple[str, ...] = ()  # why the scores may be unreliable (e.g. English-only model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +294,7 @@ class _Base:
                 cached=int(usage.get("cached", 0)),
                 span_windows=int(usage.get("span_windows", 0)),
             ),
+            warnings=tuple(str(w) for w in data.get("warnings") or ()),
         )
 
     @classmethod

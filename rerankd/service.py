@@ -15,8 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankd.admission import estimate_tokens
-from rerankd.cache import EMBEDDINGS, SCORES, EmbeddingCache, ScoreCache, score_key, tiered
+from rerankd.admission import estimate_chars, estimate_tokens
+from rerankd.cache import (
+    EMBEDDINGS,
+    SCORES,
+    EmbeddingCache,
+    ScoreCache,
+    cache_secret,
+    score_key,
+    tiered,
+)
 from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
@@ -91,14 +99,16 @@ class RerankService:
     def load(self) -> None:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
-        self.cache = self._make_cache()
-        self.listwise.cache = self.cache
         s = self.settings
+        secret = cache_secret(s.server_secret, s.credential_keys(), bool(s.redis_url))
+        self.cache = self._make_cache(secret)
+        self.listwise.cache = self.cache
+        url, ttl = s.redis_url, s.redis_ttl
         self.embedder.cache = tiered(
-            EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+            EMBEDDINGS, s.embedding_cache_mb << 20, url, ttl, self.metrics, secret=secret
         )
         self.late.cache = tiered(
-            TOKEN_VECTORS, s.token_vector_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+            TOKEN_VECTORS, s.token_vector_cache_mb << 20, url, ttl, self.metrics, secret=secret
         )
         self.ready = True
 
@@ -115,9 +125,11 @@ class RerankService:
                 await cache.close()
         await self.images.close()
 
-    def _make_cache(self) -> ScoreCache | None:
+    def _make_cache(self, secret: bytes) -> ScoreCache | None:
         s = self.settings
-        cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
+        cache = tiered(
+            SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics, secret=secret
+        )
         memory = cache.memory if cache is not None else None
         if memory is not None:
             self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
@@ -350,18 +362,16 @@ class RerankService:
         if missing:
             engine = served.engine
             chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
-            served.batcher.admit(
-                estimate_tokens(
-                    _chars(query),
-                    (_chars(firsts[i][1]) for i in missing),
-                    engine.max_length,
-                    chunks,
-                )
-            )  # refuse an overloaded request before paying for its tokenization
+            chars = [_chars(firsts[i][1]) for i in missing]
+            estimate = estimate_tokens(_chars(query), chars, engine.max_length, chunks)
+            served.batcher.admit(estimate)  # refuse before paying for images and tokens
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
             instruction = engine.instruction_for(request.instruction)
-            plan = await asyncio.to_thread(
-                engine.plan, todo[0], todo[1:], policy, instruction, options
+            plan = await served.batcher.prepare(
+                lambda: engine.plan(todo[0], todo[1:], policy, instruction, options),
+                estimate,
+                estimate_chars(_chars(query), chars, engine.max_length, chunks),
+                request.priority,
             )
             outputs = await served.batcher.submit(plan.sequences, request.priority)
             self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))

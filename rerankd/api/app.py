@@ -22,6 +22,7 @@ from rerankd.api.middleware import RequestGuard
 from rerankd.api.security import Authenticator, RateLimiter
 from rerankd.config import Settings
 from rerankd.errors import RerankError
+from rerankd.prep import own_the_tokenizer_threads
 from rerankd.service import RerankService
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def create_app(
     the models, so a new or reloaded worker does not accept connections before it can serve
     them: the workers already running (or the listen backlog) take the traffic meanwhile.
     """
+    own_the_tokenizer_threads()  # planning parallelism is the scheduler's pool, not rayon's
     service = service or RerankService(settings)
 
     @contextlib.asynccontextmanager

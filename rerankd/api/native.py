@@ -99,6 +99,10 @@ class NativeRerankResponse(BaseModel):
     model: str
     results: list[NativeResult]
     usage: Usage
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why these scores may be unreliable (also sent as `Warning` headers).",
+    )
 
 
 def render(
@@ -126,6 +130,7 @@ def render(
             "total_tokens": result.tokens,
             **usage_extras(result, spans),
         },
+        "warnings": list(result.warnings),
     }
 
 
@@ -175,6 +180,7 @@ class BatchRerankRequest(LayerFields):
 class BatchRerankResponse(BaseModel):
     model: str
     results: list[NativeRerankResponse]
+    warnings: list[str] = Field(default_factory=list, description="Every query's, once each.")
 
 
 @router.post(
@@ -213,4 +219,5 @@ async def batch_rerank(request: Request) -> JSONResponse:
         render(q.query, r, body.return_documents, body.return_spans)
         for q, r in zip(body.queries, results, strict=True)
     ]
-    return JSONResponse({"model": results[0].model, "results": rendered})
+    warnings = request.state.warnings
+    return JSONResponse({"model": results[0].model, "results": rendered, "warnings": warnings})
