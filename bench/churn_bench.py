@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import tempfile
 import threading
@@ -138,7 +139,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="churn-bench-"))
     model_a = build_bert_cross_encoder(root / "tiny-bert")
-    model_b = model_dir(args.model_b)
+    model_b = shutil.copytree(model_dir(args.model_b), root / args.model_b)  # under the roots
     rounds: list[dict[str, Any]] = []
     with ExitStack() as stack:
         redis = _redis(root)
@@ -146,12 +147,14 @@ def main() -> None:
         urls = [_serve(stack, root, i, redis.url, model_a) for i in range(3)]  # type: ignore[attr-defined]
         for url in urls:
             _wait_healthy(url)
-        spec = {"model_name": "model-b", "model_uri": str(model_b), "language": ["en", "zh"]}
-        httpx.post(
+        spec = {"model_name": "model-b", "model_uri": str(model_b), "language": ["en"]}
+        registered = httpx.post(
             f"{urls[0]}/v1/model_registrations/rerank",
             json={"model": json.dumps(spec), "persist": True},
             timeout=60,
-        ).raise_for_status()
+        )
+        if registered.status_code != 200:
+            raise SystemExit(f"registering model B failed: {registered.text}")
         load = Load(urls, args.clients)
         load.start()
         try:
