@@ -327,9 +327,10 @@ def families() -> None:
         instruction = "takes an instruction" if family.takes_instruction else "no instruction"
         # A family's own figure only: a subclass measures its own (or points to the docs).
         deviation = vars(family).get("deviation", "see docs/families.md")
+        shared = "" if family.shared_prefix is None else f"; shared prefix: {family.shared_prefix}"
         typer.echo(
             f"{name}: {family.summary} [{instruction}; reference: {family.reference}; "
-            f"deviation: {deviation}]"
+            f"deviation: {deviation}{shared}]"
         )
 
 

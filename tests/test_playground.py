@@ -66,6 +66,8 @@ def browser() -> Iterator:
     for argument in (
         "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
         "--window-size=1200,1500", "--lang=en-US", "--no-first-run",
+        # The network is off: every host but 127.0.0.1 fails to resolve (no CDN can help).
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
@@ -456,3 +458,30 @@ def test_spans_are_highlighted_at_their_exact_offsets(page, server: ServerProces
     run_rank(page)
     assert "return_spans" not in body_of(page)
     assert not page.find_elements("css selector", "#results mark")
+
+
+def resources_loaded(driver) -> list[str]:
+    return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
+
+def test_docs_and_redoc_render_with_the_network_off(browser, server: ServerProcess) -> None:
+    """Swagger UI and ReDoc come from files rerankd ships: no request leaves 127.0.0.1."""
+    browser.get(server.url + "/docs")
+    title = wait_for(browser, lambda d: d.find_elements("css selector", ".swagger-ui .info .title"))
+    assert "rerankd" in title[0].text
+    wait_for(browser, lambda d: "/v1/rerank" in d.find_element("tag name", "body").text)
+    loaded = resources_loaded(browser)
+    assert any(url.endswith("/docs/assets/swagger-ui-bundle.js") for url in loaded)
+    assert all(url.startswith(server.url) for url in loaded), loaded
+
+    browser.get(server.url + "/redoc")
+    wait_for(browser, lambda d: "/v2/rerank" in d.find_element("tag name", "body").text)
+    loaded = resources_loaded(browser)
+    assert any(url.endswith("/docs/assets/redoc.standalone.js") for url in loaded)
+    assert all(url.startswith(server.url) for url in loaded), loaded
+
+
+def test_the_docs_pages_name_no_other_host(server: ServerProcess) -> None:
+    for path in ("/docs", "/redoc"):
+        page = httpx.get(server.url + path, timeout=60).text
+        assert not re.findall(r"(?:src|href)=[\"']https?://", page), page

@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rerankd
-from rerankd.api import cohere, errors, mixedbread, models, native, ops, playground, vllm
+from rerankd.api import cohere, docs, errors, mixedbread, models, native, ops, playground, vllm
 from rerankd.api.body import BODY_MODELS
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.middleware import RequestGuard
@@ -62,6 +62,8 @@ def create_app(
         version=rerankd.__version__,
         summary="Reranking server: native, TEI, Cohere, Jina, Xinference, Voyage, Mixedbread and vLLM APIs.",
         lifespan=lifespan,
+        docs_url=None,  # served from packaged files by rerankd.api.docs, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
@@ -75,6 +77,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(playground.router)
+    app.include_router(docs.router)
 
     app.add_exception_handler(RerankError, errors.rerank_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)
