@@ -355,17 +355,24 @@ class SessionBackend:
 def probe_scores(
     model: ResolvedModel, options: EngineOptions, backend: SessionBackend
 ) -> np.ndarray:
-    """Normalized scores of every probe pair, through the engine's own planning and padding."""
+    """Normalized scores of every probe pair, planned and padded by the model's family as the
+    engine does (the probe texts are short: nothing is cut). The family is bound here, not
+    through the engine, which imports this module."""
     from rerankd.batching import run_sorted
-    from rerankd.engine.engine import Engine, bind_family
+    from rerankd.documents import TextDocument
+    from rerankd.families import bind_family
 
-    engine = Engine(model, options, bind_family(model, options), backend)
-    instruction = engine.instruction_for(None)
+    family = bind_family(model, options)
+    instruction = family.instruction_for(None)
     scores: list[np.ndarray] = []
     for query, passages in PROBE:
-        plan = engine.plan(query, list(passages), LongDocPolicy(), instruction)
-        outputs = run_sorted(engine.run, plan.sequences, max_batch_tokens=4096)
-        scores.append(engine.normalize(plan.combine(outputs)))
+        plan = family.plan_documents(
+            TextDocument(query), [TextDocument(p) for p in passages], LongDocPolicy(), instruction
+        )
+        outputs = run_sorted(
+            lambda items: family.run(backend.run, items), plan.sequences, max_batch_tokens=4096
+        )
+        scores.append(family.normalize(plan.combine(outputs)))
     return np.concatenate(scores).astype(np.float64)
 
 
