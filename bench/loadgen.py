@@ -82,6 +82,17 @@ DIALECTS = {
         },
         lambda reply, r: _indexed_scores(reply["results"], r, "relevance_score"),
     ),
+    "xinference": Dialect(
+        "xinference",
+        "/v1/rerank",
+        lambda r, model: {
+            "model": model,
+            "query": r.query,
+            "documents": r.documents,
+            "return_documents": False,
+        },
+        lambda reply, r: _indexed_scores(reply["results"], r, "relevance_score"),
+    ),
     "tutorial": Dialect(
         "tutorial",
         "/rerank",

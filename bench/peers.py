@@ -4,6 +4,12 @@ Infinity lives in its own virtual environment (`bench/.venv-infinity`): it pins 
 transformers and sentence-transformers, which must not leak into rerankd's. torch is
 installed first and pinned, so nothing pulls a multi-gigabyte CUDA build.
 
+Xinference (4.1, the seed's own platform) lives in `bench/.venv-xinference`: torch first, then
+`xinference[transformers]` and `sentence-transformers<6` with torch held; PyPI's torchvision needs
+a CUDA torch (its operators fail to load next to the CPU build), so it is removed afterwards. A
+model directory is served as its users serve a custom model: `xinference-local`, then `xinference
+register` of a rerank spec naming the directory, then `xinference launch --device cpu`.
+
 Infinity's optimum engine does not export models itself: it needs ONNX files in the model
 directory. As its users do, we export with `optimum-cli export onnx` (fp32) and quantize
 with `optimum-cli onnxruntime quantize --avx2` (int8), into a copy of the model directory.
@@ -11,6 +17,7 @@ with `optimum-cli onnxruntime quantize --avx2` (int8), into a copy of the model 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +32,12 @@ INFINITY_VERSION = "0.0.78"
 TORCH_VERSION = "2.13.0"
 INFINITY_REQUIREMENT = f"infinity-emb[server,torch,optimum]=={INFINITY_VERSION}"
 OPTIMUM_DIRS = WORK / "infinity-onnx"
+XINFERENCE_VENV = BENCH / ".venv-xinference"
+XINFERENCE_VERSION = "4.1.0"
+XINFERENCE_REQUIREMENTS = [
+    f"xinference[transformers]=={XINFERENCE_VERSION}",
+    "sentence-transformers<6",
+]
 
 
 def offline_env() -> dict[str, str]:
@@ -35,6 +48,8 @@ def offline_env() -> dict[str, str]:
         "TRANSFORMERS_OFFLINE": "1",
         "HF_HOME": str(WORK / "hf"),
         "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        "XINFERENCE_AUTH_ADVANCED": "0",
+        "XINFERENCE_HOME": str(WORK / "xinference"),
         "DO_NOT_TRACK": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
@@ -138,3 +153,63 @@ def ensure_optimum_dir(model_dir: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def xinference_bin(name: str) -> Path:
+    return XINFERENCE_VENV / "bin" / name
+
+
+def ensure_xinference_venv() -> Path:
+    """Create and fill Xinference's venv once (torch held, torchvision removed)."""
+    stamp = XINFERENCE_VENV / f".installed-{XINFERENCE_VERSION}"
+    if stamp.exists():
+        return XINFERENCE_VENV
+    python = xinference_bin("python")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(XINFERENCE_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
+    held = XINFERENCE_VENV / "constraints.txt"
+    held.write_text(f"torch=={TORCH_VERSION}\n", encoding="utf-8")
+    subprocess.run([*pip, "-c", str(held), *XINFERENCE_REQUIREMENTS], check=True)
+    subprocess.run([str(python), "-m", "pip", "uninstall", "--quiet", "-y", "torchvision"])
+    stamp.touch()
+    return XINFERENCE_VENV
+
+
+def xinference_command(model_dir: Path, port: int) -> list[str]:
+    """`xinference-local` on loopback; the model is registered and launched once it is up."""
+    ensure_xinference_venv()
+    return [str(xinference_bin("xinference-local")), "--host", "127.0.0.1", "--port", str(port)]
+
+
+def xinference_launch(url: str, model_dir: Path) -> str:
+    """Register `model_dir` as a custom rerank model and launch it on the CPU; its uid."""
+    name = f"bench-{model_dir.name}"
+    spec = {
+        "version": 2,
+        "model_name": name,
+        "type": "normal",  # a cross-encoder, run by sentence-transformers' CrossEncoder
+        "language": ["en", "zh"],
+        "max_tokens": 512,
+        "model_specs": [
+            {"model_format": "pytorch", "model_uri": str(model_dir), "quantization": "none"}
+        ],
+        "virtualenv": None,
+    }
+    spec_file = WORK / "xinference" / f"{name}.json"
+    spec_file.parent.mkdir(parents=True, exist_ok=True)
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    cli = [str(xinference_bin("xinference"))]
+    env = offline_env()
+    subprocess.run(  # a spec kept from an earlier run is replaced, not an error
+        [*cli, "unregister", "-e", url, "--model-type", "rerank", "--model-name", name],
+        env=env,
+        capture_output=True,
+    )
+    register = [*cli, "register", "-e", url, "--model-type", "rerank", "--file", str(spec_file)]
+    subprocess.run(register, env=env, check=True, capture_output=True)
+    launch = [*cli, "launch", "-e", url, "--model-type", "rerank", "--model-name", name]
+    launch += ["--model-uid", name, "--model-engine", "sentence_transformers", "--device", "cpu"]
+    subprocess.run(launch, env=env, check=True, capture_output=True, timeout=900)
+    return name

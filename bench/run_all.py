@@ -47,7 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MAX_LENGTH = 512
 logger = logging.getLogger("bench")
 
-PEERS = ("tutorial", "infinity-torch", "infinity-optimum-int8")
+PEERS = ("tutorial", "infinity-torch", "infinity-optimum-int8", "xinference")
 RERANKD = ("rerankd-torch-fp32", "rerankd-onnx-fp32", "rerankd-onnx-int8")
 
 
@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         systems = [s for s in systems if not s.startswith("rerankd")]
     if any(s.startswith("infinity") for s in systems):
         peers.ensure_infinity_venv()
+    if "xinference" in systems:
+        peers.ensure_xinference_venv()
     for name in (*profile.concurrency, *(["v2m3-arch"] if profile.v2m3_modes else [])):
         fixtures.model_dir(name)
     foreign = cpuload.wait_for_quiet(args.quiet_wait)

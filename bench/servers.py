@@ -39,6 +39,8 @@ class System:
     env: Callable[[Path], dict[str, str]] = lambda model_dir: {}
     prepare: Callable[[Path], Path] = lambda model_dir: model_dir  # the directory it serves
     cwd: Callable[[Path], Path | None] = lambda model_dir: None  # default: the repository
+    health: str = "/health"  # answers 200 once the server is up
+    launch: Callable[[str, Path], str] | None = None  # after start: load the model, its name
 
     @property
     def family(self) -> str:
@@ -110,6 +112,13 @@ SYSTEMS = {
             prepare=peers.ensure_optimum_dir,
             cwd=lambda model_dir: peers.infinity_cwd(model_dir, "optimum"),
         ),
+        System(
+            "xinference",
+            "xinference",
+            peers.xinference_command,
+            health="/status",
+            launch=peers.xinference_launch,
+        ),
         System("rerankd-torch-fp32", "rerankd", _rerankd("torch", "float32")),
         System("rerankd-onnx-fp32", "rerankd", _rerankd("onnx", "float32")),
         System("rerankd-onnx-int8", "rerankd", _rerankd("onnx", "int8")),
@@ -171,6 +180,8 @@ def serve(system: System, model_dir: Path, ready_timeout: float = 900.0) -> Iter
     server = RunningServer(system, f"http://127.0.0.1:{port}", process, log, served_dir.name)
     try:
         _wait_healthy(server, ready_timeout)
+        if system.launch is not None:
+            server.served_name = system.launch(server.url, served_dir)
         server.startup_s = time.monotonic() - started
         yield server
     finally:
@@ -186,7 +197,8 @@ def _wait_healthy(server: RunningServer, timeout: float) -> None:
                 f"{server.system.name} exited ({server.process.returncode}):\n{tail}"
             )
         try:
-            if httpx.get(server.url + "/health", timeout=5, trust_env=False).status_code == 200:
+            health = httpx.get(server.url + server.system.health, timeout=5, trust_env=False)
+            if health.status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Iterable
 
+from rerankd.engine.tokenize import CHARS_PER_TOKEN_BOUND
+
 # Typical English subword tokenizers average ~4 characters per token; CJK text is closer to
 # one. Too low an estimate only means the exact check after tokenization does the refusing.
 CHARS_PER_TOKEN = 4
@@ -30,10 +32,27 @@ RETRY_AFTER_MAX = 60.0
 def estimate_tokens(
     query_chars: int, document_chars: Iterable[int], max_length: int, max_sequences_per_doc: int
 ) -> int:
-    """A request's tokens guessed from characters, never above what the model would run."""
+    """A request's tokens guessed from characters, as the model would run them: a document
+    longer than one sequence is cut into up to `max_sequences_per_doc` windows, and each
+    window carries the query again."""
     query = math.ceil(query_chars / CHARS_PER_TOKEN)
-    cap = max_length * max_sequences_per_doc
-    return sum(min(query + math.ceil(n / CHARS_PER_TOKEN), cap) for n in document_chars)
+    room = max(1, max_length - query)
+    total = 0
+    for n in document_chars:
+        document = math.ceil(n / CHARS_PER_TOKEN)
+        windows = min(max(1, math.ceil(document / room)), max_sequences_per_doc)
+        total += min(windows * query + document, windows * max_length)
+    return total
+
+
+def estimate_chars(
+    query_chars: int, document_chars: Iterable[int], max_length: int, max_sequences_per_doc: int
+) -> int:
+    """Characters a request's planning will tokenize: each document is cut first to what its
+    sequences could reach (`rerankd.engine.tokenize.cut_text`), so a giant document costs
+    that bound, not its length."""
+    cap = CHARS_PER_TOKEN_BOUND * max_length * max_sequences_per_doc
+    return query_chars + sum(min(n, cap) for n in document_chars)
 
 
 class DrainRate:

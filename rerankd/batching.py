@@ -12,7 +12,11 @@ Each batch is built around the *head* request, the waiting one that sorts first 
 (priority, tokens left, arrival): it starts at the head's shortest waiting sequence and adds
 sequences of the head's priority in ascending length class, the head's own first within a
 class, none longer than the head's longest, while the padded size (longest x count) stays
-within `max_batch_tokens` (`select_batch`). So a short request is never padded to a bulk one
+within `max_batch_tokens` (`select_batch`) and, while interactive traffic is about, its running
+time as the measured per-token cost predicts it stays within `max_batch_ms`: a small request
+that arrives while a bulk batch runs waits at most about that long for it (tokens alone do
+not bound time: long sequences and a busy CPU make a batch slower). So a short request is
+never padded to a bulk one
 (its batch is small and quick), requests with rows of similar length share batches, and
 requests of one size are served in arrival order rather than interleaved. Ordering
 by tokens left (shortest remaining first) is what keeps interactive requests ahead of bulk
@@ -37,6 +41,7 @@ import numpy as np
 
 from rerankd.admission import DrainRate
 from rerankd.errors import BackendFailed, NotReady, Overloaded
+from rerankd.prep import PrepPool
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class Sized(Protocol):
 
 
 Item = TypeVar("Item", bound=Sized)
+T = TypeVar("T")
 # A replica: one batch of items in, one output row per item out.
 Runner = Callable[[list[Item]], np.ndarray]
 
@@ -121,6 +127,7 @@ class _Job(Generic[Item]):
     remaining: int = 0  # rows not yet delivered
     cancelled: bool = False
     failed: bool = False
+    interactive: bool = False  # small enough for one batch: a user waits on it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -168,8 +175,56 @@ class _Entry(Generic[Item]):
     length: int
 
 
+class CostModel(Protocol):
+    """Predicts a batch's running time; the scheduler cuts batches to a time budget with it."""
+
+    def seconds(self, count: int, padded_length: int) -> float | None:
+        """Predicted seconds for `count` sequences padded to `padded_length`; None: unknown."""
+
+    def observe(self, count: int, padded_length: int, seconds: float) -> None:
+        """One batch of that shape ran in `seconds`."""
+
+
+class MeasuredCost:
+    """Seconds per padded token, a moving average of the batches run (exponential, so the
+    estimate follows a CPU that other work slows down or frees)."""
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self._weight = weight
+        self._per_token: float | None = None
+        self._lock = threading.Lock()
+
+    def seconds(self, count: int, padded_length: int) -> float | None:
+        per_token = self._per_token
+        return None if per_token is None else per_token * count * padded_length
+
+    def observe(self, count: int, padded_length: int, seconds: float) -> None:
+        tokens = count * padded_length
+        if tokens <= 0 or seconds <= 0:
+            return
+        sample = seconds / tokens
+        with self._lock:
+            old = self._per_token
+            self._per_token = sample if old is None else old + self._weight * (sample - old)
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """A batch may run `seconds` at most as `cost` predicts it (at least one sequence runs)."""
+
+    seconds: float
+    cost: CostModel
+
+    def allows(self, count: int, padded_length: int) -> bool:
+        predicted = self.cost.seconds(count, padded_length)
+        return predicted is None or predicted <= self.seconds
+
+
 def select_batch(
-    jobs: Sequence[_Job[Item]], max_batch_tokens: int, max_batch_size: int
+    jobs: Sequence[_Job[Item]],
+    max_batch_tokens: int,
+    max_batch_size: int,
+    budget: TimeBudget | None = None,
 ) -> list[_Entry[Item]]:
     """The next batch, built around the head job as the module docstring says.
 
@@ -179,6 +234,7 @@ def select_batch(
     the head's rows go first among rows of about its length, and the batch is the longest
     prefix within the padded-token budget: it always holds the head's shortest sequence, pads
     little, and two bulk requests of one size run one after the other, not interleaved.
+    With `budget`, the batch also stops growing where its predicted time would pass it.
     """
     ranked = sorted(jobs, key=_Job.rank)
     head = ranked[0]
@@ -199,6 +255,8 @@ def select_batch(
     while taken < min(len(pool), max_batch_size):
         grown = max(padded_to, pool[taken][2])
         if grown * (taken + 1) > max_batch_tokens:
+            break
+        if budget is not None and not budget.allows(taken + 1, grown):
             break
         taken, padded_to = taken + 1, grown
     batch = [_Entry(ranked[position], row, length) for _, position, length, row in pool[:taken]]
@@ -226,9 +284,16 @@ class DynamicBatcher(Generic[Item]):
         max_queue_tokens: int = 1_000_000,
         max_queue_seconds: float | None = None,
         max_wait_ms: float = 2.0,
+        max_batch_ms: float | None = None,
+        cost: CostModel | None = None,
+        interactive_window: float = 5.0,
         observer: BatchObserver | None = None,
         name: str = "model",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`max_batch_ms`: while an interactive request (one that fits in one batch) arrived
+        in the last `interactive_window` seconds, other requests' batches are cut so that
+        `cost` (default: measured here) predicts at most this long for each."""
         if not replicas:
             raise ValueError("a batcher needs at least one replica")
         self._replicas = replicas
@@ -247,6 +312,13 @@ class DynamicBatcher(Generic[Item]):
         self._threads: list[threading.Thread] = []
         self._running = False
         self._drain = DrainRate(replicas=len(replicas))
+        self.cost: CostModel = cost or MeasuredCost()
+        self._max_batch_seconds = None if max_batch_ms is None else max_batch_ms / 1000.0
+        self._interactive_window = interactive_window
+        self._interactive_at: float | None = None  # when the last interactive request came
+        self._clock = clock
+        self._reserved = 0  # tokens of admitted requests still being planned
+        self.prep = PrepPool(name=f"{name}-prep")
 
     @property
     def queued(self) -> tuple[int, int]:
@@ -275,6 +347,20 @@ class DynamicBatcher(Generic[Item]):
         for thread in self._threads:
             thread.join(timeout=30)
         self._threads.clear()
+        self.prep.stop()
+
+    async def prepare(self, work: Callable[[], T], tokens: int, chars: int, priority: int = 0) -> T:
+        """Plan a request on the batcher's own pool (`PrepPool`), its estimated `tokens`
+        counted in the queue meanwhile: requests being tokenized at once are admitted
+        against each other, not each against a queue that none of them has reached yet."""
+        with self._cond:
+            self._check_room(tokens)
+            self._reserved += tokens
+        try:
+            return await self.prep.run(work, chars, priority)
+        finally:
+            with self._cond:
+                self._reserved -= tokens
 
     def admit(self, tokens: int) -> None:
         """Refuse now (`Overloaded`) if `tokens` more would not fit: a cheap check before the
@@ -293,13 +379,14 @@ class DynamicBatcher(Generic[Item]):
     def _check_room(self, tokens: int) -> None:
         # An empty queue takes any one request, however large: it can only wait for itself.
         room = self._room()
-        if self._jobs and self._queued_tokens + tokens > room:
+        held = self._queued_tokens + self._reserved
+        if held and held + tokens > room:
             if self._observer:
                 self._observer.rejected("overloaded")
-            excess = self._queued_tokens + tokens - room
+            excess = held + tokens - room
             why = "" if room == self.max_queue_tokens else " (what drains before the timeout)"
             raise Overloaded(
-                f"the queue holds {self._queued_tokens} tokens; this request's {tokens} "
+                f"the queue holds {held} tokens; this request's {tokens} "
                 f"would pass the limit of {room}{why}. Retry shortly.",
                 retry_after=self._drain.retry_after(excess),
             )
@@ -328,7 +415,10 @@ class DynamicBatcher(Generic[Item]):
                 priority=priority,
                 arrival=self._arrivals,
                 queued_at=time.perf_counter(),
+                interactive=tokens <= self.max_batch_tokens,
             )
+            if job.interactive:
+                self._interactive_at = self._clock()
             self._jobs.append(job)
             self._queued_pairs += len(items)
             self._queued_tokens += tokens
@@ -374,9 +464,23 @@ class DynamicBatcher(Generic[Item]):
                 # Coming off a busy batch with little waiting: a moment lets a burst join.
                 self._cond.wait(self._max_wait)
                 was_idle = True  # waited once; take what is there now
-            batch = select_batch(self._jobs, self.max_batch_tokens, self.max_batch_size)
+            batch = select_batch(
+                self._jobs, self.max_batch_tokens, self.max_batch_size, self._budget()
+            )
             self._remove(batch)
             return batch
+
+    def _budget(self) -> TimeBudget | None:
+        """The time budget of the next batch (called with the lock held): set while
+        interactive requests are about and the head is not one of them (an interactive head
+        runs whole: cutting it would only delay its own answer)."""
+        if self._max_batch_seconds is None or self._interactive_at is None:
+            return None
+        if self._clock() - self._interactive_at > self._interactive_window:
+            return None
+        if min(self._jobs, key=_Job.rank).interactive:
+            return None
+        return TimeBudget(self._max_batch_seconds, self.cost)
 
     def _remove(self, batch: list[_Entry[Item]]) -> None:
         """Take a batch's rows out of their jobs (called with the lock held)."""
@@ -420,6 +524,7 @@ class DynamicBatcher(Generic[Item]):
             return
         elapsed = time.perf_counter() - started
         self._drain.add(sum(e.length for e in entries), elapsed)
+        self.cost.observe(len(entries), entries[-1].length, elapsed)
         by_job: dict[_Job[Item], list[int]] = {}
         for position, entry in enumerate(entries):
             by_job.setdefault(entry.job, []).append(position)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -117,6 +118,49 @@ def _load_rows(data: bytes) -> np.ndarray:
     return rows
 
 
+_SEAL_TAG = b"h1"
+_MAC_SIZE = 16  # HMAC-SHA256 cut to 128 bits
+
+
+def cache_secret(server_secret: str | None, keys: Sequence[str], shared: bool) -> bytes:
+    """The HMAC key that signs values in Redis: from `--server-secret`, or else derived from
+    all the configured API and admin keys (every process with the same keys agrees), kept
+    apart from the key-naming secret by its own label. Without either it is public, and
+    anyone who can write to a shared Redis could forge a value: logged when `shared`."""
+    if server_secret:
+        material = server_secret.encode()
+    else:
+        material = b"\0".join(sorted(key.encode() for key in keys if key))
+        if not material and shared:
+            logger.warning(
+                "the redis cache is signed without a secret: set --server-secret (the same on "
+                "every process) so that nobody who can write to Redis can forge scores"
+            )
+    return hmac.new(material, b"rerankd-cache-values", hashlib.sha256).digest()
+
+
+def seal(secret: bytes, key: str, payload: bytes) -> bytes:
+    """The value stored under `key`: a tag, then an HMAC of the key and the payload, then the
+    payload. Signing the key too means a genuine value copied to another key is refused."""
+    mac = hmac.new(secret, key.encode() + b"\0" + payload, hashlib.sha256).digest()
+    return _SEAL_TAG + mac[:_MAC_SIZE] + payload
+
+
+class ForgedCached(InvalidCached):
+    """A value whose signature does not match: written without this deployment's secret."""
+
+
+def unseal(secret: bytes, key: str, data: bytes) -> bytes:
+    """The payload of a sealed value; `ForgedCached` when its signature does not match."""
+    head = len(_SEAL_TAG) + _MAC_SIZE
+    if len(data) < head or not data.startswith(_SEAL_TAG):
+        raise ForgedCached(f"a value without the {_SEAL_TAG.decode()} signature")
+    payload = data[head:]
+    if not hmac.compare_digest(seal(secret, key, payload)[:head], data[:head]):
+        raise ForgedCached("a value whose signature does not match this server's secret")
+    return payload
+
+
 SCORES: Codec[float] = Codec("score", _dump_score, _load_score, lambda v: 1)
 EMBEDDINGS: Codec[np.ndarray] = Codec("embedding", _dump_rows, _load_rows, lambda v: v.nbytes)
 
@@ -192,7 +236,10 @@ class MemoryCache(Generic[V]):
 class RedisCache(Generic[V]):
     """Redis with a short leash: an outage costs speed, never a request.
 
-    On a failure Redis is skipped for `retry_seconds` (a circuit breaker); then one request
+    Values are sealed (`seal`) with the deployment's secret, so whoever can write to Redis
+    but lacks the secret cannot put a score or a vector in front of a client: a value whose
+    signature fails is a miss, counted (`rerankd_cache_forged_total`), recomputed and
+    rewritten. On a failure Redis is skipped for `retry_seconds` (a circuit breaker); then one request
     tries again, and success brings the cache back by itself. Each failure is counted; the
     log says so at most every 30 s while the outage lasts. A value read back that this
     version did not write (garbage, NaN, a wrong size) is a miss, counted and logged, never
@@ -207,6 +254,8 @@ class RedisCache(Generic[V]):
         metrics: Metrics | None = None,
         retry_seconds: float = 1.0,
         timeout: float = 0.25,
+        *,
+        secret: bytes,
     ) -> None:
         from redis.asyncio import Redis
 
@@ -217,8 +266,10 @@ class RedisCache(Generic[V]):
         self._down_until = 0.0
         self._down = False
         self._codec = codec
+        self._secret = secret
         self._prefix = f"rerankd:{codec.name}:"
         self._invalid_log = ThrottledLog(logger)
+        self._forged_log = ThrottledLog(logger)
         self._outage_log = ThrottledLog(logger)
 
     @property
@@ -234,17 +285,28 @@ class RedisCache(Generic[V]):
             self._failed(exc)
             return [None] * len(keys)
         self._recovered()
-        found = [None if value is None else self._decode(value) for value in raw]
+        found = [
+            None if value is None else self._decode(self._prefix + key, value)
+            for key, value in zip(keys, raw, strict=True)
+        ]
         _count(self._metrics, self._codec.name, "redis", found)
         return found
 
-    def _decode(self, value: object) -> V | None:
-        """The value, or None (a miss, counted and logged) for anything this version did not
-        write: another format, a wrong size, NaN, a type Redis should not have handed back."""
+    def _decode(self, key: str, value: object) -> V | None:
+        """The value, or None (a miss, counted and logged) for anything this deployment did
+        not write: a bad signature, another format, a wrong size, NaN, a type Redis should
+        not have handed back."""
         try:
             if not isinstance(value, (bytes, str)):
                 raise InvalidCached(f"a {type(value).__name__} instead of bytes")
-            return self._codec.loads(_bytes(value))
+            return self._codec.loads(unseal(self._secret, key, _bytes(value)))
+        except ForgedCached as exc:
+            if self._metrics:
+                self._metrics.cache_forged.labels(self._codec.name).inc()
+            self._forged_log.warn(
+                "unsigned %s in the redis cache, recomputed: %s", self._codec.name, exc
+            )
+            return None
         except (InvalidCached, ValueError, struct.error) as exc:
             if self._metrics:
                 self._metrics.cache_invalid.labels(self._codec.name).inc()
@@ -259,7 +321,9 @@ class RedisCache(Generic[V]):
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key, value in items.items():
-                    pipe.set(self._prefix + key, self._codec.dumps(value), ex=self._ttl)
+                    name = self._prefix + key
+                    sealed = seal(self._secret, name, self._codec.dumps(value))
+                    pipe.set(name, sealed, ex=self._ttl)
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
@@ -345,10 +409,15 @@ def tiered(
     redis_url: str | None,
     redis_ttl: int,
     metrics: Metrics | None = None,
+    *,
+    secret: bytes,
 ) -> TieredCache[V] | None:
-    """Memory (when `memory_weight` > 0) in front of Redis (when a URL is given), or None."""
+    """Memory (when `memory_weight` > 0) in front of Redis (when a URL is given, its values
+    signed with `secret`), or None."""
     memory = MemoryCache[V](memory_weight, codec, metrics) if memory_weight else None
-    shared = RedisCache[V](redis_url, redis_ttl, codec, metrics) if redis_url else None
+    shared = (
+        RedisCache[V](redis_url, redis_ttl, codec, metrics, secret=secret) if redis_url else None
+    )
     if memory is None and shared is None:
         return None
     return TieredCache(memory, shared)

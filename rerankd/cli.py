@@ -151,6 +151,7 @@ def rerank(
 
     from rerankd.errors import RerankError
     from rerankd.reranker import Reranker
+    from rerankd.scripts import script_notice
 
     texts = list(documents or [])
     if file is not None:
@@ -160,7 +161,7 @@ def rerank(
             options: dict[str, Any] = {"min_relevance": min_relevance, "spans": spans}
             if instruction:
                 options["instruction"] = instruction
-            served, results = _rerank_remote(
+            served, results, warnings = _rerank_remote(
                 endpoint, api_key, model, query, texts, top_n, raw, options
             )
         else:
@@ -174,6 +175,8 @@ def rerank(
                 calibration=calibration,
             )
             served = reranker.model
+            notice = script_notice(served, reranker.engine.model.source, query, texts)
+            warnings = (notice,) if notice else ()
             results = reranker.rerank(
                 query,
                 texts,
@@ -186,6 +189,8 @@ def rerank(
     except (RerankError, ValueError, httpx.HTTPError) as exc:
         typer.echo(f"rerankd: {exc}", err=True)
         raise typer.Exit(2) from None
+    for warning in warnings:  # on stderr: `--json | jq` still reads clean JSON
+        typer.echo(f"rerankd: warning: {warning}", err=True)
     if as_json:
         typer.echo(
             json.dumps(
@@ -238,13 +243,13 @@ def _rerank_remote(
     top_n: int | None,
     raw: bool,
     options: dict[str, Any],
-) -> tuple[str, list[RankedDocument]]:
+) -> tuple[str, list[RankedDocument], tuple[str, ...]]:
     """`rerank --endpoint`: the same ranking from a running server, through `rerankd.Client`."""
     from rerankd.client import Client
 
     with Client(endpoint, api_key=api_key) as client:
         response = client.rerank(query, texts, model=model, top_n=top_n, raw_scores=raw, **options)
-    return response.model, response.results
+    return response.model, response.results, response.warnings
 
 
 @app.command()

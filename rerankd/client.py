@@ -71,6 +71,7 @@ class RerankResponse:
     model: str  # the served name that answered
     results: list[RankedDocument]  # best first; `.document` is the text that was sent
     usage: Usage
+    warnings: tuple[str, ...] = ()  # why the scores may be unreliable (e.g. English-only model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +254,11 @@ class _Base:
 
     @staticmethod
     def _batch_call(
-        queries: Sequence[BatchItem], model: str | None, raw_scores: bool
+        queries: Sequence[BatchItem],
+        model: str | None,
+        raw_scores: bool,
+        min_relevance: float | None = None,
+        spans: bool = False,
     ) -> tuple[_Call, list[tuple[str, list[str]]]]:
         items = []
         sent = []
@@ -270,6 +275,10 @@ class _Base:
         body["raw_scores"] = raw_scores
         if model:
             body["model"] = model
+        if min_relevance is not None:
+            body["min_relevance"] = min_relevance
+        if spans:
+            body["return_spans"] = True
         return _Call("POST", "/batch_rerank", body), sent
 
     @staticmethod
@@ -285,6 +294,7 @@ class _Base:
                 cached=int(usage.get("cached", 0)),
                 span_windows=int(usage.get("span_windows", 0)),
             ),
+            warnings=tuple(str(w) for w in data.get("warnings") or ()),
         )
 
     @classmethod
@@ -369,11 +379,18 @@ class Client(_Base):
         return self._rerank_response(self._checked(self._send(call)), documents)
 
     def batch_rerank(
-        self, queries: Sequence[BatchItem], model: str | None = None, raw_scores: bool = False
+        self,
+        queries: Sequence[BatchItem],
+        model: str | None = None,
+        raw_scores: bool = False,
+        *,
+        min_relevance: float | None = None,
+        spans: bool = False,
     ) -> list[RerankResponse]:
         """Several queries in one call; each item is `(query, documents)` or a mapping with
-        `query`, `documents` and optionally `top_n`. Answers come in the same order."""
-        call, sent = self._batch_call(queries, model, raw_scores)
+        `query`, `documents` and optionally `top_n` and `min_relevance` (over the call's).
+        Answers come in the same order."""
+        call, sent = self._batch_call(queries, model, raw_scores, min_relevance, spans)
         return self._batch_response(self._checked(self._send(call)), sent)
 
     def models(self) -> list[ModelInfo]:
@@ -443,9 +460,15 @@ class AsyncClient(_Base):
         return self._rerank_response(self._checked(await self._send(call)), documents)
 
     async def batch_rerank(
-        self, queries: Sequence[BatchItem], model: str | None = None, raw_scores: bool = False
+        self,
+        queries: Sequence[BatchItem],
+        model: str | None = None,
+        raw_scores: bool = False,
+        *,
+        min_relevance: float | None = None,
+        spans: bool = False,
     ) -> list[RerankResponse]:
-        call, sent = self._batch_call(queries, model, raw_scores)
+        call, sent = self._batch_call(queries, model, raw_scores, min_relevance, spans)
         return self._batch_response(self._checked(await self._send(call)), sent)
 
     async def models(self) -> list[ModelInfo]:

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(
         2.0, ge=0, description="How long a busy worker waits for more work to join a batch."
     )
+    max_batch_ms: float = Field(
+        100.0,
+        ge=0,
+        description="While interactive requests are about, other batches are cut to run about this long at most, from the measured cost per token (0: no time bound).",
+    )
     request_timeout: float = Field(
         60.0, gt=0, description="Seconds a request may wait for its scores."
     )
@@ -324,6 +329,10 @@ class Settings(BaseSettings):
         if self.api_keys_file is not None:
             self.file_keys()  # an empty or unreadable keys file must not leave the server open
         return self
+
+    def credential_keys(self) -> list[str]:
+        """Every configured API and admin key (what derived secrets are made from)."""
+        return [*self.api_keys, *self.file_keys(), *self.admin_keys]
 
     def file_keys(self) -> list[str]:
         """The keys in `--api-keys-file`; `ValueError` naming the file when it has none."""

@@ -203,6 +203,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.cache_forged = Counter(
+            "rerankd_cache_forged",
+            "Values read from the shared cache whose signature did not match the server's "
+            "secret (forged, moved or written with another secret): recomputed, never served.",
+            ["kind"],
+            registry=r,
+        )
         self.rate_limit_errors = Counter(
             "rerankd_rate_limit_errors",
             "Rate-limit storage failures, by reason (unavailable, bad_key), and what was done.",

@@ -84,6 +84,7 @@ class Reranker:
             engine=self.engine,
             submit=self._submit,
             admit=lambda tokens: None,  # no queue to protect in-process
+            prepare=_prepare,
         )
 
     @property
@@ -213,6 +214,10 @@ class Reranker:
 
     async def _submit(self, items: list[Any]) -> np.ndarray:
         return run_sorted(self.engine.run, items, self.max_batch_tokens)
+
+
+async def _prepare(work: Callable[[], T], tokens: int, chars: int) -> T:
+    return work()  # in-process: plan in the caller's thread, as the model runs there
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankd.cache import EMBEDDINGS, SCORES, ScoreCache, tiered
+from rerankd.cache import EMBEDDINGS, SCORES, ScoreCache, cache_secret, tiered
 from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
@@ -85,15 +85,17 @@ class RerankService:
         """Read the registrations and load the start-up models (slow: runs in a thread)."""
         self.registry.start()
         s = self.settings
+        secret = cache_secret(s.server_secret, s.credential_keys(), bool(s.redis_url))
+        url, ttl = s.redis_url, s.redis_ttl
         self.paths = ScoringPaths(
             self.images,
             self.metrics,
-            scores=self._make_cache(),
+            scores=self._make_cache(secret),
             embeddings=tiered(
-                EMBEDDINGS, s.embedding_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+                EMBEDDINGS, s.embedding_cache_mb << 20, url, ttl, self.metrics, secret=secret
             ),
             vectors=tiered(
-                TOKEN_VECTORS, s.token_vector_cache_mb << 20, s.redis_url, s.redis_ttl, self.metrics
+                TOKEN_VECTORS, s.token_vector_cache_mb << 20, url, ttl, self.metrics, secret=secret
             ),
         )
         self.ready = True
@@ -104,9 +106,11 @@ class RerankService:
         await self.paths.close()
         await self.images.close()
 
-    def _make_cache(self) -> ScoreCache | None:
+    def _make_cache(self, secret: bytes) -> ScoreCache | None:
         s = self.settings
-        cache = tiered(SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics)
+        cache = tiered(
+            SCORES, s.cache_entries, s.redis_url, s.redis_ttl, self.metrics, secret=secret
+        )
         memory = cache.memory if cache is not None else None
         if memory is not None:
             self.metrics.gauge_function(self.metrics.cache_entries, lambda: len(memory))
@@ -232,6 +236,9 @@ class RerankService:
             engine=engine,
             submit=lambda items: served.batcher.submit(items, request.priority),
             admit=served.batcher.admit,
+            prepare=lambda work, tokens, chars: served.batcher.prepare(
+                work, tokens, chars, request.priority
+            ),
         )
         return await self.paths.score(target, job)
 

@@ -347,3 +347,48 @@ def test_beside_the_weights_and_as_a_registration_field(
         assert launch(running.url, "right-calibration").status_code == 200
         card = http.get("/v1/models/right-calibration").json()
         assert card["state"] == "ready" and card["calibration"]["file"] == str(beside)
+
+
+def test_batch_rerank_takes_min_relevance_and_spans_like_rerank(server: ServerProcess) -> None:
+    cases = span_documents(seed=11, count=2)
+    with server.client() as http:
+        singles = [
+            http.post(
+                "/rerank",
+                json={"query": q, "documents": [t, *DOCUMENTS[:3]], "return_spans": True},
+            ).json()
+            for q, t, _ in cases
+        ]
+        scores = sorted(r["score"] for r in singles[0]["results"])
+        threshold = (scores[-1] + scores[-2]) / 2  # keeps exactly the best of the first query
+        body = {
+            "queries": [{"query": q, "documents": [t, *DOCUMENTS[:3]]} for q, t, _ in cases],
+            "return_spans": True,
+            "min_relevance": threshold,
+        }
+        body["queries"][1]["min_relevance"] = -1.0  # a query's own threshold wins over the call's
+        batch = http.post("/batch_rerank", json=body).json()
+        first, second = batch["results"]
+        assert [r["index"] for r in first["results"]] == [singles[0]["results"][0]["index"]]
+        assert [r["index"] for r in second["results"]] == [
+            r["index"] for r in singles[1]["results"]
+        ]
+        for answer, single, (_, text, sentence) in zip(
+            batch["results"], singles, cases, strict=True
+        ):
+            top = answer["results"][0]
+            assert top["spans"] == single["results"][0]["spans"]
+            assert text[top["spans"][0]["start"] : top["spans"][0]["end"]] == sentence
+            assert answer["usage"]["span_windows"] >= 6
+        plain = http.post("/batch_rerank", json={"queries": body["queries"][:1]}).json()
+        assert "spans" not in plain["results"][0]["results"][0]
+        assert len(plain["results"][0]["results"]) == 4
+        refused = http.post("/batch_rerank", json={**body, "min_relevance": "high"})
+        assert refused.status_code == 422 or refused.status_code == 400
+        assert "min_relevance" in refused.text
+    with Client(server.url) as client:
+        answers = client.batch_rerank(
+            [(q, [t, *DOCUMENTS[:3]]) for q, t, _ in cases], min_relevance=threshold, spans=True
+        )
+        assert [r.index for r in answers[0].results] == [0]
+        assert answers[0].results[0].spans and answers[0].usage.span_windows >= 6

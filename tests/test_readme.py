@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.server import run_server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+TUTORIAL_QUERY = "苹果手机有哪些新功能?"  # the seed tutorial's request, in Chinese
 
 
 def readme_curl_commands() -> list[str]:
@@ -40,6 +41,7 @@ def test_readme_curl_examples_work(
         "--model",
         f"{jina_reranker_v3}=jina-reranker-v3",  # the listwise example
     ]
+    tutorial_seen = False
     with run_server(args, log_dir=tmp_path) as server:
         for command in commands:
             command = command.replace("http://localhost:8000", server.url)
@@ -50,6 +52,14 @@ def test_readme_curl_examples_work(
                 continue
             body = json.loads(result.stdout)
             assert "error" not in body, (command, body)
+            if TUTORIAL_QUERY in command:  # `curl -s` hides headers: the JSON must say it
+                (warning,) = body["warnings"]
+                assert "English-only" in warning and "Han script" in warning, body
+                assert "--model BAAI/bge-reranker-v2-m3" in warning
+                tutorial_seen = True
+            elif isinstance(body, dict) and "warnings" in body:
+                assert body["warnings"] == [], (command, body)
+        assert tutorial_seen, "the README lost the tutorial's request"
 
 
 def test_readme_python_examples_run() -> None:

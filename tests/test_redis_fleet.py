@@ -17,10 +17,19 @@ import httpx
 import pytest
 import redis
 
+from rerankd.cache import cache_secret, seal, unseal
 from tests.server import ServerProcess, metric, run_server
 from tests.test_redis import RedisServer
 
 DOCS = ["alpha beta gamma", "delta epsilon", "zeta eta theta iota", "kappa lambda mu"]
+SECRET = "fleet-test-secret"
+SIGNING_KEY = cache_secret(SECRET, [], shared=False)
+
+
+def signed(key: bytes, payload: bytes, secret: bytes = SIGNING_KEY) -> bytes:
+    """A value as a server holding `secret` writes it under `key`: what gets past the
+    signature, so that the format checks behind it are what a test exercises."""
+    return seal(secret, key.decode(), payload)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,8 @@ def cached_server(
     bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """Only Redis caches (no memory tier), so every read goes through validation."""
-    args = ["--model", str(bert_model), "--redis-url", shared_redis.url, "--cache-entries", "0"]
+    args = ["--model", str(bert_model), "--redis-url", shared_redis.url, "--cache-entries", "0",
+            "--server-secret", SECRET]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("cached")) as server:
         yield server
 
@@ -71,7 +81,7 @@ def test_bad_values_in_the_redis_cache_are_misses_never_served(
         b"s1" + struct.pack("<d", 0.5) + b"x",  # the wrong size
     ]
     for key, value in zip(keys, forged, strict=True):
-        client.set(key, value)
+        client.set(key, signed(key, value))
     again = rerank(cached_server, "integrity query")
     assert again["usage"]["cached"] == 0, "no forged value is served"
     assert scores(again) == pytest.approx(scores(first), abs=1e-5)
@@ -81,6 +91,47 @@ def test_bad_values_in_the_redis_cache_are_misses_never_served(
     assert len(warnings) == 1, "a burst of bad values is one log line, not one per value"
     # The forged entries were overwritten by good ones: served again.
     assert rerank(cached_server, "integrity query")["usage"]["cached"] == len(DOCS)
+
+
+def test_a_finite_score_forged_in_redis_without_the_secret_is_refused_and_recomputed(
+    cached_server: ServerProcess, shared_redis: RedisServer
+) -> None:
+    """Someone with Redis access but not the server secret writes well-formed finite scores:
+    unsigned, with a made-up signature, signed with another secret, and a genuine value of
+    another pair copied over. None is served; each is counted, recomputed and rewritten."""
+    client = redis.Redis(port=shared_redis.port)
+    client.flushdb()
+    first = rerank(cached_server, "forgery query")
+    keys = sorted(client.keys("rerankd:score:*"))
+    assert len(keys) == len(DOCS)
+    genuine = [client.get(key) for key in keys]
+    assert all(value is not None for value in genuine)
+    score = b"s1" + struct.pack("<d", 42.0)  # a finite score no document here earns
+    forged = [
+        score,  # what an older version (or a forger) writes: no signature
+        b"h1" + bytes(16) + score,  # a made-up signature
+        signed(keys[2], score, cache_secret("another secret", [], shared=False)),
+        genuine[0],  # a real value, moved to another pair's key
+    ]
+    for key, value in zip(keys, forged, strict=True):
+        client.set(key, value)
+    before = httpx.get(cached_server.url + "/metrics").text
+    again = rerank(cached_server, "forgery query")
+    assert again["usage"]["cached"] == 0, "no forged value is served"
+    assert scores(again) == pytest.approx(scores(first), abs=1e-5)
+    assert all(score != 42.0 for score in scores(again).values())
+    text = httpx.get(cached_server.url + "/metrics").text
+    assert metric(text, "rerankd_cache_forged_total", 'kind="score"') - metric(
+        before, "rerankd_cache_forged_total", 'kind="score"'
+    ) == len(forged)
+    assert metric(text, "rerankd_cache_invalid_total", 'kind="score"') == metric(
+        before, "rerankd_cache_invalid_total", 'kind="score"'
+    ), "a bad signature is told apart from a bad format"
+    assert "unsigned score in the redis cache" in cached_server.logs()
+    for key in keys:  # rewritten, signed with the server's secret
+        value = client.get(key)
+        assert value is not None and unseal(SIGNING_KEY, key.decode(), value)
+    assert rerank(cached_server, "forgery query")["usage"]["cached"] == len(DOCS)
 
 
 def test_a_cache_key_of_another_redis_type_is_a_miss(
@@ -102,7 +153,8 @@ def test_a_cache_key_of_another_redis_type_is_a_miss(
 def embedding_server(
     shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0"]
+    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0",
+            "--server-secret", SECRET]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("embedding")) as server:
         yield server
 
@@ -122,7 +174,7 @@ def test_bad_embeddings_in_the_redis_cache_are_misses(
         b"not an embedding",
     ]
     for key, value in zip(keys, forged, strict=True):
-        client.set(key, value)
+        client.set(key, signed(key, value))
     again = rerank(embedding_server, "embedding integrity")
     assert again["usage"]["cached"] == 0
     assert scores(again) == pytest.approx(scores(first), abs=1e-5)
@@ -266,13 +318,14 @@ def test_well_formed_embeddings_of_another_width_are_misses(
     keys = sorted(client.keys("rerankd:embedding:*"))
     narrow = b"e1" + struct.pack("<II", 1, 4) + struct.pack("<4f", 0.5, 0.5, 0.5, 0.5)
     for key in keys:
-        client.set(key, narrow)
+        client.set(key, signed(key, narrow))
     again = rerank(embedding_server, "width query")
     assert again["usage"]["cached"] == 0
     assert scores(again) == pytest.approx(scores(first), abs=1e-5)
     for key in client.keys("rerankd:embedding:*"):
-        client.set(key, narrow)
-    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0"]
+        client.set(key, signed(key, narrow))
+    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0",
+            "--server-secret", SECRET]  # fmt: skip
     with run_server(args, log_dir=tmp_path) as fresh:
         body = rerank(fresh, "width query")  # every row it reads is 4 wide
         assert body["usage"]["cached"] == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerankd.admission import DrainRate, estimate_tokens
+from rerankd.admission import DrainRate, estimate_chars, estimate_tokens
 from rerankd.batching import DynamicBatcher
 from rerankd.config import Settings
 from rerankd.errors import Overloaded, RequestTimeout
@@ -23,6 +23,18 @@ def test_the_estimate_follows_characters_and_never_passes_the_model_limit() -> N
     # A 1 MB document with truncation costs at most one sequence of max_length.
     assert estimate_tokens(10, [1_000_000], max_length=512, max_sequences_per_doc=1) == 512
     assert estimate_tokens(10, [1_000_000], max_length=512, max_sequences_per_doc=16) == 8192
+    # Chunked: 2,400 characters are 600 tokens, two windows of 502 document tokens each
+    # carrying the 10-token query again.
+    assert estimate_tokens(40, [2400], max_length=512, max_sequences_per_doc=16) == 620
+    assert estimate_tokens(40, [2400], max_length=512, max_sequences_per_doc=1) == 512
+
+
+def test_the_tokenization_estimate_is_the_text_left_after_the_cut() -> None:
+    # 32 characters a token may reach: a 512-token model tokenizes 16,384 of a giant document.
+    assert estimate_chars(10, [1_000_000, 300], max_length=512, max_sequences_per_doc=1) == (
+        10 + 16_384 + 300
+    )
+    assert estimate_chars(0, [1_000_000], max_length=512, max_sequences_per_doc=16) == 262_144
 
 
 def test_retry_after_follows_the_drain_rate() -> None:

@@ -8,6 +8,9 @@ bge-reranker-v2-m3, once; English text and a multilingual model get no warning.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +130,88 @@ def test_a_multilingual_model_gets_no_warning(xlmr_model: Path, tmp_path: Path) 
         body = {"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}
         response = httpx.post(server.url + "/rerank", json=body, timeout=60)
     assert response.status_code == 200 and warnings_of(response) == []
+
+
+def header_text(response: httpx.Response) -> str:
+    (warning,) = warnings_of(response)
+    return warning.removeprefix('299 rerankd "').removesuffix('"').replace('\\"', '"')
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/rerank", {"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}),
+        ("/v1/rerank", {"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}),
+        (
+            "/v2/rerank",
+            {"model": "builtin", "query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS},
+        ),
+        ("/batch_rerank", {"queries": [{"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}]}),
+    ],
+)
+def test_the_json_body_carries_the_warning_too(
+    builtin: ServerProcess, path: str, body: dict
+) -> None:
+    """`curl -s` shows no header: the body's `warnings` says the same as the header."""
+    response = httpx.post(builtin.url + path, json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["warnings"] == [header_text(response)]
+    assert "English-only" in data["warnings"][0] and MULTILINGUAL_FLAG in data["warnings"][0]
+    if path.startswith("/v"):
+        assert data["meta"]["warnings"] == data["warnings"]  # Cohere's own field
+    if path == "/batch_rerank":
+        assert data["results"][0]["warnings"] == data["warnings"]
+
+
+@pytest.mark.parametrize("path", ["/rerank", "/v1/rerank", "/v2/rerank"])
+def test_english_gets_an_empty_warnings_list(builtin: ServerProcess, path: str) -> None:
+    body = {"query": ENGLISH_QUERY, "documents": ENGLISH_DOCUMENTS}
+    data = httpx.post(builtin.url + path, json=body, timeout=60).json()
+    assert data["warnings"] == []
+    assert "warnings" not in data.get("meta", {})
+
+
+def test_the_real_clients_parse_a_response_with_warnings(builtin: ServerProcess) -> None:
+    """cohere (v1 and v2), xinference-client and infinity-client read past the new field."""
+    import cohere
+    from infinity_client import Client as InfinityClient
+    from infinity_client.api.default import rerank
+    from infinity_client.models import RerankInput, ReRankResult
+    from xinference_client import RESTfulClient
+
+    native = httpx.post(
+        builtin.url + "/rerank",
+        json={"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS},
+        timeout=60,
+    ).json()
+    expected = [r["index"] for r in native["results"]]
+    v2 = cohere.ClientV2(api_key="x", base_url=builtin.url, timeout=60)
+    response = v2.rerank(model="builtin", query=CHINESE_QUERY, documents=CHINESE_DOCUMENTS)
+    assert [r.index for r in response.results] == expected
+    assert response.meta is not None and response.meta.warnings == native["warnings"]
+    v1 = cohere.Client(api_key="x", base_url=builtin.url, timeout=60)
+    response_v1 = v1.rerank(model="builtin", query=CHINESE_QUERY, documents=CHINESE_DOCUMENTS)
+    assert [r.index for r in response_v1.results] == expected
+    xinference = RESTfulClient(builtin.url).get_model("builtin")
+    answer = xinference.rerank(CHINESE_DOCUMENTS, CHINESE_QUERY)
+    assert [r["index"] for r in answer["results"]] == expected
+    infinity = InfinityClient(base_url=builtin.url, timeout=httpx.Timeout(60))
+    body = RerankInput(query=CHINESE_QUERY, documents=CHINESE_DOCUMENTS, model="builtin")
+    parsed = rerank.sync_detailed(client=infinity, body=body).parsed
+    assert isinstance(parsed, ReRankResult)
+    assert [r.index for r in parsed.results] == expected
+
+
+def test_rerankd_rerank_prints_the_warning(builtin: ServerProcess) -> None:
+    """On stderr, from a server (`--endpoint`) and in process alike; stdout stays the table."""
+    for where in (["--endpoint", builtin.url], ["--model", "builtin"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "rerankd", "rerank", *where, "--json", CHINESE_QUERY,
+             *CHINESE_DOCUMENTS],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "rerankd: warning: model 'builtin' is English-only" in result.stderr
+        assert MULTILINGUAL_FLAG in result.stderr
+        assert len(json.loads(result.stdout)) == len(CHINESE_DOCUMENTS)

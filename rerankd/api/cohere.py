@@ -139,6 +139,11 @@ class CohereRerankResponse(BaseModel):
     data: list[VoyageResult]
     meta: dict[str, Any]
     usage: dict[str, Any]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why these scores may be unreliable (also in `meta.warnings`, Cohere's "
+        "field, and `Warning` headers); clients that do not know the field ignore it.",
+    )
 
 
 async def rerank(request: Request) -> JSONResponse:
@@ -171,12 +176,14 @@ async def rerank(request: Request) -> JSONResponse:
                 "api_version": {"version": "2"},
                 "billed_units": {"search_units": 1},
                 "tokens": {"input_tokens": result.tokens, "output_tokens": 0},
+                **({"warnings": list(result.warnings)} if result.warnings else {}),
             },
             "usage": {
                 "prompt_tokens": result.tokens,
                 "total_tokens": result.tokens,
                 **usage_extras(result, body.return_spans),
             },
+            "warnings": list(result.warnings),
         }
     )
 

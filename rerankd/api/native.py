@@ -99,6 +99,10 @@ class NativeRerankResponse(BaseModel):
     model: str
     results: list[NativeResult]
     usage: Usage
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why these scores may be unreliable (also sent as `Warning` headers).",
+    )
 
 
 def render(
@@ -126,6 +130,7 @@ def render(
             "total_tokens": result.tokens,
             **usage_extras(result, spans),
         },
+        "warnings": list(result.warnings),
     }
 
 
@@ -156,6 +161,7 @@ class BatchQuery(BaseModel):
     query: QueryInput
     documents: DocumentsInput
     top_n: TopN = None
+    min_relevance: MinRelevance = None  # this query's threshold; default: the call's
 
 
 class BatchRerankRequest(LayerFields):
@@ -166,11 +172,15 @@ class BatchRerankRequest(LayerFields):
     return_documents: StrictBool = True
     raw_scores: StrictBool = False
     instruction: StrictStr | None = instruction_field()
+    min_relevance: MinRelevance = None
+    return_spans: StrictBool = spans_field()
+    max_spans: MaxSpans = None
 
 
 class BatchRerankResponse(BaseModel):
     model: str
     results: list[NativeRerankResponse]
+    warnings: list[str] = Field(default_factory=list, description="Every query's, once each.")
 
 
 @router.post(
@@ -195,6 +205,9 @@ async def batch_rerank(request: Request) -> JSONResponse:
             raw_scores=body.raw_scores,
             instruction=body.instruction,
             options=body.family_options(),
+            min_relevance=body.min_relevance if q.min_relevance is None else q.min_relevance,
+            return_spans=body.return_spans,
+            max_spans=body.max_spans,
         )
         for q in body.queries
     ]
@@ -203,7 +216,8 @@ async def batch_rerank(request: Request) -> JSONResponse:
     request.state.tokens = sum(r.tokens for r in results)
     request.state.warnings = sorted({w for r in results for w in r.warnings})
     rendered = [
-        render(q.query, r, body.return_documents)
+        render(q.query, r, body.return_documents, body.return_spans)
         for q, r in zip(body.queries, results, strict=True)
     ]
-    return JSONResponse({"model": results[0].model, "results": rendered})
+    warnings = request.state.warnings
+    return JSONResponse({"model": results[0].model, "results": rendered, "warnings": warnings})

@@ -66,6 +66,7 @@ def load_replicas(
         # Half the deadline for the wait, as for every model (see RerankService).
         max_queue_seconds=settings.request_timeout / 2,
         max_wait_ms=settings.batch_wait_ms,
+        max_batch_ms=settings.max_batch_ms or None,
         observer=observer,
         name=handle.uid,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -19,8 +19,17 @@ from rerankd.engine.engine import Engine
 from rerankd.errors import InvalidInput
 from rerankd.families.base import FamilyOptions, ModelFamily, ScoringKind
 
+T = TypeVar("T")
+
 Submit = Callable[[list[Any]], Awaitable[np.ndarray]]
 Admit = Callable[[int], None]
+
+
+class Prepare(Protocol):
+    """Run `work` (planning: tokenizing) off the event loop, its estimated tokens and
+    characters counted against the queue meanwhile (the batcher's `prepare`)."""
+
+    def __call__(self, work: Callable[[], T], tokens: int, chars: int, /) -> Awaitable[T]: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Target:
     engine: Engine
     submit: Submit  # items -> one output row per item (the batcher, or a direct loop)
     admit: Admit  # refuse an overloaded request from a token estimate, before tokenizing
+    prepare: Prepare  # plan off the event loop (the batcher's pool)
 
     @property
     def family(self) -> ModelFamily:
@@ -88,4 +98,13 @@ def chars(document: Loaded) -> int:
     return len(document.text) if isinstance(document, TextDocument) else 0
 
 
-__all__ = ["Admit", "ScoringJob", "ScoringKind", "ScoringPath", "Scored", "Submit", "Target"]
+__all__ = [
+    "Admit",
+    "Prepare",
+    "ScoringJob",
+    "ScoringKind",
+    "ScoringPath",
+    "Scored",
+    "Submit",
+    "Target",
+]

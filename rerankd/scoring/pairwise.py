@@ -8,11 +8,9 @@ cut into chunks scores as its best chunk (the family's plan says how).
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
-from rerankd.admission import estimate_tokens
+from rerankd.admission import estimate_chars, estimate_tokens
 from rerankd.cache import ScoreCache, score_key
 from rerankd.families.prefix import shared_tokens
 from rerankd.images import ImageLoader
@@ -42,14 +40,14 @@ class PairwisePath:
         if missing:
             engine, policy = target.engine, job.policy
             chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
-            target.admit(
-                estimate_tokens(
-                    chars(query), (chars(firsts[i][1]) for i in missing), engine.max_length, chunks
-                )
-            )  # refuse an overloaded request before paying for its tokenization
+            sizes = [chars(firsts[i][1]) for i in missing]
+            estimate = estimate_tokens(chars(query), sizes, engine.max_length, chunks)
+            target.admit(estimate)  # refuse before paying for images and tokens
             todo = await self.images.decode_request(query, [firsts[i] for i in missing])
-            plan = await asyncio.to_thread(
-                engine.plan, todo[0], todo[1:], policy, job.instruction, job.options
+            plan = await target.prepare(
+                lambda: engine.plan(todo[0], todo[1:], job.policy, job.instruction, job.options),
+                estimate,
+                estimate_chars(chars(query), sizes, engine.max_length, chunks),
             )
             outputs = await target.submit(plan.sequences)
             if self.metrics is not None:

@@ -14,7 +14,7 @@
       ],
     },
     // The seed tutorial's example. The built-in model is English-only: it ranks these badly,
-    // and the server says so in a Warning header, shown above the results.
+    // and the server says so (`warnings` in the JSON and a Warning header), shown above the results.
     chinese: {
       query: "苹果手机有哪些新功能?",
       passages: [
@@ -160,9 +160,12 @@
       return;
     }
     const result = await response.json();
-    const warning = response.headers.get("warning");
-    if (warning) {
-      els.warning.textContent = `Warning: ${warningText(warning)}`;
+    // The body's `warnings` keep any text the ASCII-only header could not; the header is the
+    // fallback for an older server.
+    const header = response.headers.get("warning");
+    const warnings = result.warnings || (header ? [warningText(header)] : []);
+    if (warnings.length) {
+      els.warning.textContent = warnings.map((text) => `Warning: ${text}`).join("\n");
       els.warning.hidden = false;
     }
     render(result, body.documents.length, latency);
