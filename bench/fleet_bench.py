@@ -56,7 +56,7 @@ def _serve(stack: ExitStack, root: Path, index: int, redis_url: str, model: Path
     command = [
         sys.executable, "-m", "rerankd", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--model", f"{model}=first", "--max-length", "64", "--redis-url", redis_url,
-        "--data-dir", str(root / f"data-{index}"),
+        "--data-dir", str(root / f"data-{index}"), "--model-roots", str(root),
     ]  # fmt: skip
     log = (root / f"server-{index}.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

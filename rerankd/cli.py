@@ -69,8 +69,16 @@ def serve(**given: Any) -> None:
     """Start the HTTP server. Flags override RERANKD_* environment variables."""
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"rerankd: invalid settings:\n{exc}", err=True)
+    except ValidationError as exc:  # before ValueError: it is one
+        from rerankd.validation import describe_validation_error
+
+        problems = describe_validation_error(exc.errors(), flags=True)
+        typer.echo(
+            f"rerankd: invalid settings (flags, or RERANKD_* variables): {problems}", err=True
+        )
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        typer.echo(f"rerankd: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from None
     from rerankd.server import run
 
@@ -320,9 +328,10 @@ def families() -> None:
         instruction = "takes an instruction" if family.takes_instruction else "no instruction"
         # A family's own figure only: a subclass measures its own (or points to the docs).
         deviation = vars(family).get("deviation", "see docs/families.md")
+        shared = "" if family.shared_prefix is None else f"; shared prefix: {family.shared_prefix}"
         typer.echo(
             f"{name}: {family.summary} [{instruction}; reference: {family.reference}; "
-            f"deviation: {deviation}]"
+            f"deviation: {deviation}{shared}]"
         )
 
 

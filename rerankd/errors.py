@@ -22,9 +22,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 
 class RerankError(Exception):
     """Base class; `status` and `type` tell the HTTP layer how to render it."""
@@ -120,13 +117,3 @@ class BackendFailed(RerankError):
 class InternalError(RerankError):
     status = 500
     type = "internal_error"
-
-
-def describe_validation_error(errors: Sequence[Mapping[str, Any]]) -> str:
-    """Pydantic's error list as one readable sentence per problem."""
-    parts = []
-    for error in errors[:10]:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-    return "; ".join(parts) + more

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from types import FrameType
 from typing import Any
 
@@ -49,9 +50,29 @@ class DrainingServer(uvicorn.Server):
             await asyncio.sleep(0.05)  # uvicorn's own shutdown waits by polling the same way
         self.should_exit = True
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        bound = [sock.getsockname() for server in self.servers for sock in server.sockets or ()]
+        if self.started and bound:  # the port really bound, even for --port 0
+            host, port = str(bound[0][0]), int(bound[0][1])
+            base = f"http://{browsable(host)}:{port}"
+            logger.info(
+                "playground: %s/ ; API reference: %s/docs (and /redoc)",
+                base,
+                base,
+                extra={"playground": f"{base}/", "docs": f"{base}/docs"},
+            )
+
     def fatal(self, exc: BaseException) -> None:
         self.exit_code = 1
         self.should_exit = True
+
+
+def browsable(host: str) -> str:
+    """The host to type into a browser: a wildcard bind is reached at localhost."""
+    if host in {"0.0.0.0", "::", ""}:
+        return "localhost"
+    return f"[{host}]" if ":" in host else host
 
 
 def _unwrap(app: Any) -> Any:

@@ -3,7 +3,8 @@
 A document containing `FAULT:RAISE` makes the batch that carries it raise (with an internal
 message that must never reach a client); `FAULT:HANG` makes that batch's backend call hang
 for RERANKD_TEST_HANG_SECONDS before answering; a query containing `FAULT:CRASH` fails
-while planning, an unexpected error outside the backend. Everything else is the real code path: the
+while planning, an unexpected error outside the backend; a model whose directory name holds
+`slowload` takes RERANKD_TEST_LOAD_SECONDS to load (a load stuck on its files). Everything else is the real code path: the
 real model, tokenizer, batcher, service and HTTP stack.
 """
 
@@ -20,8 +21,10 @@ HANG = "FAULT:HANG"
 CRASH = "FAULT:CRASH"  # in the query: an unexpected error outside the backend
 _marked: dict[int, str] = {}  # id(sequence) -> fault, for the sequences of marked documents
 
+SLOW_LOAD = "slowload"  # in a model directory's name
 _plan = Engine.plan
 _run = Engine.run
+_warmup = Engine.warmup
 
 
 def _text(item: object) -> str:
@@ -51,11 +54,18 @@ def _faulty_run(self: Engine, sequences: list[Any]) -> Any:
     return _run(self, sequences)
 
 
+def _slow_warmup(self: Engine) -> None:
+    if SLOW_LOAD in str(self.model.source):
+        time.sleep(float(os.environ.get("RERANKD_TEST_LOAD_SECONDS", "5")))
+    _warmup(self)
+
+
 if __name__ == "__main__":
     # Only the server process this module runs as is faulty: tests that import its markers
     # keep the real engine.
     Engine.plan = _faulty_plan  # type: ignore[method-assign]
     Engine.run = _faulty_run  # type: ignore[method-assign]
+    Engine.warmup = _slow_warmup  # type: ignore[method-assign]
 
     from rerankd.cli import main
 

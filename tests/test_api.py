@@ -273,7 +273,7 @@ BAD_INPUTS = [
     ),
     ("missing field", b'{"query": "q"}', {}, 422, "documents"),
     ("null query", b'{"query": null, "documents": ["d"]}', {}, 422, "query"),
-    ("number as document", b'{"query": "q", "documents": [1, 2]}', {}, 422, "documents.0"),
+    ("number as document", b'{"query": "q", "documents": [1, 2]}', {}, 422, "documents[0]"),
     ("number as query", b'{"query": 5, "documents": ["d"]}', {}, 422, "query"),
     ("empty query", b'{"query": "", "documents": ["d"]}', {}, 400, "query is empty"),
     ("empty list", b'{"query": "q", "documents": []}', {}, 400, "documents is empty"),
@@ -301,6 +301,34 @@ def test_bad_input_gets_a_clear_4xx(
     error = response.json()["error"]
     assert message in error["message"] and error["code"] == status and error["type"]
     assert client.post("/rerank", json={"query": "q", "documents": ["d"]}).status_code == 200
+
+
+JARGON = ("Input should", "union[", "MultiModal", "ImageInput", "[type=", "list[", "dict[")
+# The same mistake on every dialect: one formatter, the field, what it expects, what came.
+MISTAKES = [
+    ("/rerank", {"query": "q", "documents": "one string"}, "documents: expected a list"),
+    ("/v1/rerank", {"query": "q", "documents": "one string"}, "documents: expected a list or"),
+    ("/v2/rerank", {"query": "q", "documents": "one string"}, "documents: expected a list or"),
+    ("/rerank", {"query": "q", "texts": "one string"}, "texts: expected a list"),
+    ("/v1/reranking", {"query": "q", "input": "one string"}, "input: expected a list"),
+    ("/batch_rerank", {"queries": "one string"}, "queries: expected a list"),
+    ("/v1/rerank", {"query": "q", "documents": ["a", 3]}, "documents[1]: expected a string or"),
+    ("/rerank", {"query": 5, "documents": ["a"]}, "query: expected a string or an object"),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": -1}, "top_n: expected a number"),
+    ("/v2/rerank", {"documents": ["a"]}, "query: required, but missing"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "said"), MISTAKES)
+def test_validation_errors_speak_plainly_on_every_dialect(
+    client: httpx.Client, path: str, body: dict, said: str
+) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    message = response.text
+    assert said in message, message
+    assert ", got " in message or "missing" in message, message
+    assert not any(word in message for word in JARGON), message
 
 
 def test_limits_give_413(client: httpx.Client) -> None:

@@ -112,3 +112,32 @@ def test_beir_with_a_run_file_and_with_the_builtin_retriever(tmp_path: Path) -> 
     report = json.loads(out.read_text())
     assert report["queries"] == 6 and report["pairs"] == 30
     assert 0 < report["models"]["baseline"]["recall@10"] <= 1
+
+
+def test_plots_draw_the_reliability_diagram_and_the_report_measures_calibration(
+    keyword_data: Path, tmp_path: Path
+) -> None:
+    """The built-in model's own scores against the same model served with a calibration
+    fitted on other queries: the report's ECE and Brier say the served scores are the better
+    probabilities, and reliability.png draws both."""
+    judged = write_jsonl(keyword_task(40, seed=21), tmp_path / "judged.jsonl")
+    fitted = tmp_path / "calibration.json"
+    calibrate = CliRunner().invoke(
+        app,
+        ["calibrate", "--model", "builtin", "--data", str(judged), "--output", str(fitted),
+         "--method", "platt", "--threads", "1"],
+    )  # fmt: skip
+    assert calibrate.exit_code == 0, calibrate.stderr
+    out, plots = tmp_path / "report.json", tmp_path / "plots"
+    args = ["--model", "builtin", "--calibration", str(fitted), "--threads", "1"]
+    with run_server(args, log_dir=tmp_path) as server:
+        run_eval(
+            str(keyword_data), "--model", "builtin", "--model", server.url,
+            "--json", str(out), "--plots", str(plots), "--metric", "mrr@10",
+        )  # fmt: skip
+    report = json.loads(out.read_text())
+    own, served = report["calibration"]["builtin (torch)"], report["calibration"][server.url]
+    assert set(own) == {"ece", "brier", "log_loss"} and "baseline" not in report["calibration"]
+    assert served["ece"] < own["ece"] and served["brier"] < own["brier"]
+    assert report["models"]["builtin (torch)"] == report["models"][server.url]  # same ranking
+    assert (plots / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

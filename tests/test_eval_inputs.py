@@ -89,6 +89,14 @@ def test_missing_file(tmp_path: Path) -> None:
     )
 
 
+def test_a_missing_beir_folder_is_named_not_the_run(tmp_path: Path) -> None:
+    folder, run = tmp_path / "scifact", tmp_path / "run.trec"
+    run.write_text("1 Q0 d1 1 1.0 bm25\n", encoding="utf-8")
+    result = rerankd_process("eval", str(folder), "--run", str(run), "--model", MISSING_MODEL)
+    assert_input_error(result, f"{folder}: no such file or directory", "a BEIR directory")
+    assert "--run goes with" not in result.stderr
+
+
 def test_malformed_line_is_named_by_number(tmp_path: Path) -> None:
     path = write(
         tmp_path / "d.jsonl", [GOOD, "", '{"query": "q", "documents": ["a"], "relevant": [0]', GOOD]

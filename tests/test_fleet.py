@@ -12,6 +12,7 @@ a `kill -HUP` reload under load answers no 503.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -26,7 +27,7 @@ import httpx
 import pytest
 
 from tests.registry_helpers import register, seed_spec
-from tests.server import ServerProcess, _wait_healthy, run_server
+from tests.server import ServerProcess, _wait_healthy, metric, run_server
 from tests.test_asgi import start_gunicorn, stop
 from tests.test_redis import RedisServer
 
@@ -63,8 +64,9 @@ def until(condition: Callable[[], bool], what: str) -> None:
 class Fleet:
     """N `rerankd serve` processes on one Redis, each with its own data directory."""
 
-    def __init__(self, root: Path, redis_url: str, startup_model: Path) -> None:
-        self.root, self.redis_url, self.startup_model = root, redis_url, startup_model
+    def __init__(self, root: Path, redis: RedisServer, startup_model: Path) -> None:
+        self.root, self.redis, self.startup_model = root, redis, startup_model
+        self.redis_url = redis.url
         self.servers: list[ServerProcess] = []
         self._stack = ExitStack()
 
@@ -74,6 +76,7 @@ class Fleet:
             args = [
                 "--model", f"{self.startup_model}=first", "--max-length", "64",
                 "--data-dir", str(self.root / f"data-{index}"), "--redis-url", self.redis_url,
+                "--rate-limit", "100000/minute",  # held in Redis: fails open when it stalls
             ]  # fmt: skip
             started.append(
                 self._stack.enter_context(run_server(args, log_dir=self.root, wait_ready=False))
@@ -97,7 +100,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, bert_model: Path) -> Iterato
     root = tmp_path_factory.mktemp("fleet")
     redis = RedisServer(root)
     redis.start()
-    fleet = Fleet(root, redis.url, bert_model)
+    fleet = Fleet(root, redis, bert_model)
     try:
         fleet.start(3)
         yield fleet
@@ -162,6 +165,98 @@ def test_register_launch_terminate_through_different_processes(
     for url in (a, b, c):
         assert uid not in [m["id"] for m in get(f"{url}/v1/models").json()["data"]]
         assert get(f"{url}/health", params={"model": uid}).status_code == 404
+
+
+FREEZE = 4.0  # seconds Redis is stopped
+ANSWER_WITHIN = 2.0  # the issue's bound on every answer while it is
+
+
+def test_a_frozen_redis_leaves_loaded_models_served_and_the_fleet_reconverges(
+    fleet: Fleet, bert_model: Path
+) -> None:
+    """SIGSTOP the Redis that holds the desired state, the rate limits and the shared cache:
+    every process keeps answering reranks of the model it runs within 2 s (rate limits fail
+    open, counted), /health stays 200 (the process serves) and a model nobody launched stays
+    404, a registry change is refused (503) rather than half-made; after SIGCONT a change
+    made through one process reaches all of them."""
+    urls = [s.url for s in fleet.servers]
+    for url in urls:
+        assert rerank(url, "first").status_code == 200
+    before = {url: get(f"{url}/metrics").text for url in urls}
+    assert fleet.redis.process is not None
+    pid = fleet.redis.process.pid
+    answers: list[tuple[str, str, int, float]] = []  # (url, what, status, seconds)
+    lock = threading.Lock()
+
+    def probe(url: str, stop_at: float) -> None:
+        n = 0
+        with httpx.Client(base_url=url, timeout=ANSWER_WITHIN) as http:
+            while time.monotonic() < stop_at:
+                n += 1
+                body = {"model": "first", "query": f"frozen {n}", "documents": DOCUMENTS}
+                calls = [
+                    ("rerank", "POST", "/v1/rerank", {"json": body}),
+                    ("health", "GET", "/health", {}),
+                    ("health first", "GET", "/health", {"params": {"model": "first"}}),
+                    ("nobody", "POST", "/v1/rerank", {"json": {**body, "model": "nobody"}}),
+                ]
+                for what, method, path, options in calls:
+                    started = time.monotonic()
+                    try:
+                        status = http.request(method, path, **options).status_code
+                    except httpx.TimeoutException:
+                        status = 0  # no answer within the bound
+                    with lock:
+                        answers.append((url, what, status, time.monotonic() - started))
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stop_at = time.monotonic() + FREEZE
+        threads = [threading.Thread(target=probe, args=(url, stop_at)) for url in urls]
+        for thread in threads:
+            thread.start()
+        refused = register(urls[0], seed_spec(bert_model, model_name="while-frozen"), persist=True)
+        for thread in threads:
+            thread.join()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    assert refused.status_code == 503, refused.text
+    by_kind: dict[str, Counter[int]] = {}
+    for _, what, status, _ in answers:
+        by_kind.setdefault(what, Counter())[status] += 1
+    assert set(by_kind["rerank"]) == {200}, by_kind
+    assert set(by_kind["health"]) == {200} and set(by_kind["health first"]) == {200}, by_kind
+    assert set(by_kind["nobody"]) == {404}, by_kind
+    assert {url for url, what, _, _ in answers if what == "rerank"} == set(urls)
+    slowest = max(seconds for *_, seconds in answers)
+    assert slowest < ANSWER_WITHIN, slowest
+    for url in urls:
+        text = get(f"{url}/metrics").text
+        failed = 'action="served"'
+        assert metric(text, "rerankd_rate_limit_errors_total", failed) > metric(
+            before[url], "rerankd_rate_limit_errors_total", failed
+        ), "each failed rate-limit check is counted"
+
+    name = "after-thaw"  # back: a change through one process reaches every process
+    until(
+        lambda: (
+            register(urls[1], seed_spec(bert_model, model_name=name), persist=True).status_code
+            == 200
+        ),
+        "the store takes changes again",
+    )
+    until(
+        lambda: all(
+            name in [r["model_name"] for r in get(f"{url}/v1/model_registrations/rerank").json()]
+            for url in urls
+        ),
+        f"every process knows {name!r}",
+    )
+    assert all(rerank(url, "first").status_code == 200 for url in urls)
+    for url in urls:
+        registered = [r["model_name"] for r in get(f"{url}/v1/model_registrations/rerank").json()]
+        assert "while-frozen" not in registered, "a refused change was not half-applied"
 
 
 def test_concurrent_registrations_survive_a_restart_and_reach_a_new_process(

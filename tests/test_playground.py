@@ -66,6 +66,8 @@ def browser() -> Iterator:
     for argument in (
         "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
         "--window-size=1200,1500", "--lang=en-US", "--no-first-run",
+        # The network is off: every host but 127.0.0.1 fails to resolve (no CDN can help).
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     ):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
@@ -419,3 +421,67 @@ def test_axe_finds_no_accessibility_violations(page) -> None:
         ".filter((e) => !e.labels || e.labels.length === 0).map((e) => e.id)"
     )
     assert labels == []
+
+
+def test_spans_are_highlighted_at_their_exact_offsets(page, server: ServerProcess) -> None:
+    """Offsets count code points: a family emoji (5 code points, 8 UTF-16 units) and CJK
+    before a span would shift a highlight cut by JavaScript string indexes."""
+    passages = [
+        "👨\u200d👩\u200d👧 家族です。The iPhone 15 has a titanium frame. Bananas are yellow 🍌.",
+        "東京は大きい！ Apples are red 🍎. The new iPhone camera records spatial video.",
+        "Cafe\u0301 au lait 👍🏽. The iPhone battery lasts all day. Pie is sweet.",
+    ]
+    page.find_element("id", "query").clear()
+    page.find_element("id", "query").send_keys("new iPhone features")
+    box = page.find_element("id", "passages")
+    box.clear()
+    page.execute_script("arguments[0].value = arguments[1]", box, "\n".join(passages))
+    page.find_element("id", "spans").click()
+    run_rank(page)
+    request = body_of(page)
+    assert request["return_spans"] is True and request["documents"] == passages
+    expected = httpx.post(server.url + "/rerank", json=request, timeout=60).json()["results"]
+    rows = page.find_elements("css selector", "#results li")
+    assert [int(row.get_attribute("data-index")) for row in rows] == [r["index"] for r in expected]
+    for row, result in zip(rows, expected, strict=True):
+        text = passages[result["index"]]
+        document = row.find_element("css selector", ".document")
+        assert document.get_attribute("textContent") == text  # nothing lost or doubled
+        marks = document.find_elements("css selector", "mark")
+        assert len(marks) == len(result["spans"]) >= 1
+        for rank, span in enumerate(result["spans"], start=1):
+            (mark,) = [m for m in marks if m.get_attribute("data-rank") == str(rank)]
+            assert mark.get_attribute("textContent") == text[span["start"] : span["end"]]
+            assert float(mark.get_attribute("data-score")) == span["score"]
+            assert f"span-{min(rank, 3)}" in mark.get_attribute("class").split()
+    page.find_element("id", "spans").click()  # off again: no spans asked, none marked
+    run_rank(page)
+    assert "return_spans" not in body_of(page)
+    assert not page.find_elements("css selector", "#results mark")
+
+
+def resources_loaded(driver) -> list[str]:
+    return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
+
+def test_docs_and_redoc_render_with_the_network_off(browser, server: ServerProcess) -> None:
+    """Swagger UI and ReDoc come from files rerankd ships: no request leaves 127.0.0.1."""
+    browser.get(server.url + "/docs")
+    title = wait_for(browser, lambda d: d.find_elements("css selector", ".swagger-ui .info .title"))
+    assert "rerankd" in title[0].text
+    wait_for(browser, lambda d: "/v1/rerank" in d.find_element("tag name", "body").text)
+    loaded = resources_loaded(browser)
+    assert any(url.endswith("/docs/assets/swagger-ui-bundle.js") for url in loaded)
+    assert all(url.startswith(server.url) for url in loaded), loaded
+
+    browser.get(server.url + "/redoc")
+    wait_for(browser, lambda d: "/v2/rerank" in d.find_element("tag name", "body").text)
+    loaded = resources_loaded(browser)
+    assert any(url.endswith("/docs/assets/redoc.standalone.js") for url in loaded)
+    assert all(url.startswith(server.url) for url in loaded), loaded
+
+
+def test_the_docs_pages_name_no_other_host(server: ServerProcess) -> None:
+    for path in ("/docs", "/redoc"):
+        page = httpx.get(server.url + path, timeout=60).text
+        assert not re.findall(r"(?:src|href)=[\"']https?://", page), page

@@ -207,6 +207,11 @@ def test_a_broken_model_fails_and_the_server_keeps_serving(
     assert failed.status_code == 400 and "failed to load" in failed.json()["detail"]
     described = httpx.get(f"{url}/v1/models/broken", headers={"X-API-Key": USER}).json()
     assert described["state"] == "failed" and described["error"]
+    # `rerankd list` in an 80-column terminal: the error on one line, below the table.
+    env = {"COLUMNS": "80", "RERANKD_API_KEY": USER}
+    listed = rerankd_cli("list", "--endpoint", url, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert f"broken (failed): {described['error']}" in listed.stdout.splitlines()
     assert httpx.get(f"{url}/health").status_code == 200
     ok = httpx.post(
         f"{url}/rerank",
@@ -259,7 +264,7 @@ def test_a_corrupt_registrations_file_is_set_aside(
         assert not (data / "registrations.json").exists()
         logs = server.logs()
         assert "is unreadable" in logs and "moved aside" in logs
-        assert "entry 1 skipped: model_uri: Value error, model_uri or model_id is required" in logs
+        assert "entry 1 skipped: model_uri: model_uri or model_id is required" in logs
         # The ConfigMap's registration was launched by --model NAME at start-up.
         models = httpx.get(f"{server.url}/v1/models").json()["data"]
         assert [m["id"] for m in models] == [SEED_NAME]

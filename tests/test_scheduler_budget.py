@@ -4,6 +4,7 @@ runs next depends only on what is queued, never on how fast this machine is."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,7 @@ import pytest
 
 from rerankd.batching import DynamicBatcher, MeasuredCost
 from rerankd.errors import Overloaded
-from rerankd.prep import PrepPool
+from rerankd.prep import TOKENIZERS_PARALLELISM, PrepPool, own_the_tokenizer_threads
 from tests.test_scheduler import GatedRunner, Item, bulk, idents, queued
 
 
@@ -169,3 +170,18 @@ async def test_requests_being_planned_count_against_the_queue() -> None:
     finally:
         gate.set()
         batcher.stop()
+
+
+def test_a_server_turns_the_tokenizers_own_thread_pool_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its planning parallelism is the PrepPool's; an operator's explicit choice stands."""
+    from rerankd.api import create_app
+    from rerankd.config import Settings
+
+    monkeypatch.delenv(TOKENIZERS_PARALLELISM, raising=False)
+    create_app(Settings(model=["builtin"]))
+    assert os.environ[TOKENIZERS_PARALLELISM] == "false"
+    monkeypatch.setenv(TOKENIZERS_PARALLELISM, "true")
+    own_the_tokenizer_threads()
+    assert os.environ[TOKENIZERS_PARALLELISM] == "true"

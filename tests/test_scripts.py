@@ -215,3 +215,14 @@ def test_rerankd_rerank_prints_the_warning(builtin: ServerProcess) -> None:
         assert "rerankd: warning: model 'builtin' is English-only" in result.stderr
         assert MULTILINGUAL_FLAG in result.stderr
         assert len(json.loads(result.stdout)) == len(CHINESE_DOCUMENTS)
+
+
+def test_the_start_up_log_names_the_playground_and_the_docs(builtin: ServerProcess) -> None:
+    lines = [json.loads(line) for line in builtin.logs().splitlines() if line.startswith("{")]
+    (found,) = [line for line in lines if line.get("logger") == "rerankd.server"]
+    assert found["msg"] == (
+        f"playground: {builtin.url}/ ; API reference: {builtin.url}/docs (and /redoc)"
+    )
+    assert found["playground"] == builtin.url + "/" and found["docs"] == builtin.url + "/docs"
+    assert httpx.get(found["playground"], timeout=60, follow_redirects=True).status_code == 200
+    assert httpx.get(found["docs"], timeout=60).status_code == 200

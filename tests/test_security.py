@@ -97,6 +97,10 @@ def test_ops_routes_need_a_key_when_configured(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/metrics").status_code == 401
     assert httpx.get(server.url + "/metrics", headers={"X-API-Key": "key-one"}).status_code == 200
     assert httpx.get(server.url + "/docs").status_code == 200
+    # The reference's own files are public too, or /docs would be blank with auth on.
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        assert httpx.get(f"{server.url}/docs/assets/{asset}").status_code == 200
+    assert httpx.get(server.url + "/redoc").status_code == 200
 
 
 def test_jwt(server: ServerProcess, rsa_key) -> None:

@@ -82,11 +82,55 @@ def test_the_plan_runs_the_prefix_once_and_a_later_request_reuses_it(
     assert caches.computed_tokens > computed
 
 
+def test_the_prefix_cache_reads_no_deprecated_field(
+    qwen3_reranker: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """transformers 5 logs (once per process) when `past_key_values` is read or passed."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from rerankd.families.prefix_cache import PrefixCaches, run_after_prefix
+
+    body = AutoModelForCausalLM.from_pretrained(str(qwen3_reranker)).get_decoder().eval()
+    hf_logging.warning_once.cache_clear()  # a message logged earlier in this process
+    hf_logging.enable_propagation()
+    try:
+        with torch.no_grad():
+            kv = PrefixCaches().get(body, torch.tensor([[1, 2, 3, 4]]))
+            run_after_prefix(
+                body, kv, torch.tensor([[5, 6], [7, 0]]), torch.tensor([[1, 1], [1, 0]])
+            )
+    finally:
+        hf_logging.disable_propagation()
+    assert not [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+
+
 def test_onnx_runs_whole_sequences(qwen3_reranker: Path) -> None:
     onnx = load(qwen3_reranker, backend="onnx")
     assert not onnx.engine.family.share_prefix
     plan = onnx.engine.plan(QUERY, DOCUMENTS, LongDocPolicy(), None)
     assert not any(isinstance(item, PrefixedSequence) for item in plan.sequences)
+    scores = onnx.score([(QUERY, d) for d in DOCUMENTS], raw=True, instruction=INSTRUCTION)
+    shared = load(qwen3_reranker).score(
+        [(QUERY, d) for d in DOCUMENTS], raw=True, instruction=INSTRUCTION
+    )
+    assert np.abs(scores - shared).max() < 1e-4
+
+
+def test_the_families_command_says_where_the_prefix_is_shared() -> None:
+    from typer.testing import CliRunner
+
+    from rerankd.cli import app
+
+    result = CliRunner().invoke(app, ["families"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split(":")[0]: line for line in result.output.splitlines()}
+    for family in ("qwen3-reranker", "bge-reranker-gemma", "mxbai-rerank-v2", "zerank"):
+        assert "shared prefix: torch (CPU and CUDA" in lines[family]
+        assert "ONNX Runtime runs whole sequences" in lines[family]
+    assert "shared prefix: none: bidirectional attention" in lines["nemotron-rerank"]
+    assert "shared prefix: not shared" in lines["qwen3-vl-reranker"]
 
 
 @pytest.fixture(scope="module")

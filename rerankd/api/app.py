@@ -15,13 +15,14 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rerankd
-from rerankd.api import cohere, errors, mixedbread, models, native, ops, playground, vllm
+from rerankd.api import cohere, docs, errors, mixedbread, models, native, ops, playground, vllm
 from rerankd.api.body import BODY_MODELS
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.middleware import RequestGuard
 from rerankd.api.security import Authenticator, RateLimiter
 from rerankd.config import Settings
 from rerankd.errors import RerankError
+from rerankd.prep import own_the_tokenizer_threads
 from rerankd.service import RerankService
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def create_app(
     the models, so a new or reloaded worker does not accept connections before it can serve
     them: the workers already running (or the listen backlog) take the traffic meanwhile.
     """
+    own_the_tokenizer_threads()  # planning parallelism is the scheduler's pool, not rayon's
     service = service or RerankService(settings)
 
     @contextlib.asynccontextmanager
@@ -60,6 +62,8 @@ def create_app(
         version=rerankd.__version__,
         summary="Reranking server: native, TEI, Cohere, Jina, Xinference, Voyage, Mixedbread and vLLM APIs.",
         lifespan=lifespan,
+        docs_url=None,  # served from packaged files by rerankd.api.docs, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = service
@@ -73,6 +77,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(models.router)
     app.include_router(playground.router)
+    app.include_router(docs.router)
 
     app.add_exception_handler(RerankError, errors.rerank_error_handler)
     app.add_exception_handler(RequestValidationError, errors.validation_error_handler)

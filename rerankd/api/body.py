@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from rerankd.errors import InvalidInput, RerankError, describe_validation_error
+from rerankd.errors import InvalidInput, RerankError
+from rerankd.validation import describe_validation_error
 
 Model = TypeVar("Model", bound=BaseModel)
 

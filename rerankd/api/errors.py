@@ -16,7 +16,8 @@ from pydantic import BaseModel, RootModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from rerankd.errors import BackendFailed, RerankError, describe_validation_error
+from rerankd.errors import BackendFailed, RerankError
+from rerankd.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
 

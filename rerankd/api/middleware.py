@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rerankd.api.docs import DOCS_PATHS
 from rerankd.api.errors import error_body
 from rerankd.api.lifecycle import Lifecycle
 from rerankd.api.playground import PLAYGROUND_PATHS
@@ -35,10 +36,7 @@ _CLOSE_AFTER = frozenset({408, 413})
 
 OPS_PATHS = frozenset({"/health", "/metrics", "/info"})
 PROBE_PATHS = frozenset({"/health", "/metrics"})
-PUBLIC_PATHS = (
-    frozenset({"/v1/cluster/auth", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
-    | PLAYGROUND_PATHS
-)
+PUBLIC_PATHS = frozenset({"/v1/cluster/auth", "/openapi.json"}) | DOCS_PATHS | PLAYGROUND_PATHS
 
 
 class RequestGuard:

@@ -22,7 +22,7 @@ def cache_identity(engine: Engine) -> tuple[object, ...]:
     accuracy probe refused serves fp32), and the int8 scheme is the CPU class its file was
     tuned for."""
     model, options = engine.model, engine.options
-    dtype: str = options.dtype
+    dtype: str = getattr(engine.backend, "served_dtype", options.dtype)  # bf16 may be refused
     scheme: str | None = None
     if options.backend == "onnx":
         served = getattr(engine.backend, "file", None)

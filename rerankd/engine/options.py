@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rerankd.engine.cpu import cpu_flags, has_bf16
+
 BackendName = Literal["torch", "onnx"]
 DType = Literal["float32", "float16", "bfloat16", "int8"]
 
@@ -32,6 +34,21 @@ def default_batch_tokens(device: str) -> int:
     A GPU needs big batches to be busy.
     """
     return 2048 if device == "cpu" else 16384
+
+
+def check_cpu_precision(dtype: str, backend: str, flags: frozenset[str]) -> None:
+    """Refuse a half precision this CPU has no unit for: emulated, it is slower than fp32.
+
+    bf16 runs on CPUs with AVX512_BF16 or AMX (torch's oneDNN kernels); fp16 never on CPU.
+    """
+    if dtype == "float16" or (dtype == "bfloat16" and not has_bf16(flags)):
+        raise ValueError(
+            f"{dtype} is refused on CPU: this one has no {dtype} unit (bfloat16 needs AVX512_BF16 "
+            "or AMX), so it would be slower than float32 and less precise. Use float32 (or "
+            "--backend onnx --dtype int8 for speed), or a cuda device."
+        )
+    if dtype == "bfloat16" and backend != "torch":
+        raise ValueError("bfloat16 on CPU is a torch mode: use --backend torch --dtype bfloat16")
 
 
 def default_cache_dir() -> Path:
@@ -65,11 +82,8 @@ class EngineOptions:
             raise ValueError(f"unknown backend {self.backend!r}; use torch or onnx")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
-        if dtype in ("float16", "bfloat16") and self.device == "cpu":
-            raise ValueError(
-                f"{dtype} is refused on CPU: it is slower than float32 there and loses precision. "
-                "Use float32 (or --backend onnx --dtype int8 for speed), or a cuda device."
-            )
+        if self.device == "cpu":
+            check_cpu_precision(dtype, self.backend, cpu_flags())
         if dtype == "int8" and self.backend != "onnx":
             raise ValueError("int8 is an ONNX Runtime mode: use --backend onnx --dtype int8")
         if self.max_length is not None and self.max_length < 8:

@@ -10,7 +10,8 @@
   probe set once, simulates each matrix product's int8 error on its real inputs, and the
   products with the largest relative error are kept in fp32, a few at a time, until the
   probe passes (at most a third of them). The scoring head always stays fp32.
-- **An accuracy probe** (`quantize_probe.PROBE`) scores fixed texts with fp32 and int8:
+- **An accuracy probe** (`quantize_probe.probe_set()`: ~500 pairs shaped like real traffic,
+  graded relevance, near-duplicates, ties, long and short, six languages) scores with fp32 and int8:
   below Spearman `MIN_SPEARMAN` or above `MAX_DEVIATION` (largest difference of normalized
   scores) int8 is refused loudly and fp32 is served, unless forced.
 - **The CPU is part of the cache key.** The int8 file is named for the instruction set it
@@ -32,14 +33,17 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from rerankd.engine.backend import Batch
+from rerankd.engine.backend import Backend, Batch
+from rerankd.engine.cpu import cpu_flags
 from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import LongDocPolicy
-from rerankd.engine.quantize_probe import PROBE
+from rerankd.engine.quantize_probe import Group, probe_set
 from rerankd.models import ResolvedModel
 
 if TYPE_CHECKING:
     import onnx
+
+    from rerankd.families import ModelFamily
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +66,6 @@ Progress = Callable[[str], None]
 
 
 # The CPU and the scheme -------------------------------------------------------------------
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (x86 `flags`, Arm `Features`), empty where unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
 
 
 def isa_class(flags: frozenset[str]) -> str:
@@ -353,36 +344,60 @@ class SessionBackend:
 
 
 def probe_scores(
-    model: ResolvedModel, options: EngineOptions, backend: SessionBackend
+    model: ResolvedModel,
+    options: EngineOptions,
+    backend: Backend,
+    groups: tuple[Group, ...] | None = None,
 ) -> np.ndarray:
-    """Normalized scores of every probe pair, planned and padded by the model's family as the
-    engine does (the probe texts are short: nothing is cut). The family is bound here, not
-    through the engine, which imports this module."""
+    """Normalized scores of every probe pair, through the engine's own planning and padding."""
+    from rerankd.families import bind_family  # not through the engine, which imports us
+
+    return score_groups(bind_family(model, options), backend.run, groups)
+
+
+def score_groups(
+    family: ModelFamily,
+    run: Callable[[Batch], np.ndarray],
+    groups: tuple[Group, ...] | None = None,
+) -> np.ndarray:
+    """Normalized scores of every pair of `groups` (default: the probe set), batched as served."""
     from rerankd.batching import run_sorted
     from rerankd.documents import TextDocument
-    from rerankd.families import bind_family
 
-    family = bind_family(model, options)
     instruction = family.instruction_for(None)
     scores: list[np.ndarray] = []
-    for query, passages in PROBE:
+    for query, passages in probe_set() if groups is None else groups:
         plan = family.plan_documents(
             TextDocument(query), [TextDocument(p) for p in passages], LongDocPolicy(), instruction
         )
         outputs = run_sorted(
-            lambda items: family.run(backend.run, items), plan.sequences, max_batch_tokens=4096
+            lambda items: family.run(run, items), plan.sequences, max_batch_tokens=4096
         )
         scores.append(family.normalize(plan.combine(outputs)))
-    return np.concatenate(scores).astype(np.float64)
+    # Rounded: two copies of a passage, padded in different batches, differ in the 8th digit;
+    # rounding lets fp32 tie them, as the probe's duplicates mean to.
+    return np.round(np.concatenate(scores).astype(np.float64), 6)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (ties broken by position: scores are continuous)."""
-    ranks_a = np.argsort(np.argsort(a)).astype(np.float64)
-    ranks_b = np.argsort(np.argsort(b)).astype(np.float64)
+    """Spearman's rank correlation, tied scores sharing their mean rank.
+
+    The probe holds exact duplicates: fp32 ties them, and breaking ties by position would
+    count an int8 difference in the last bit between two copies as a swapped pair.
+    """
+    ranks_a, ranks_b = _ranks(np.asarray(a)), _ranks(np.asarray(b))
     if ranks_a.std() == 0 or ranks_b.std() == 0:
         return 0.0
     return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return np.asarray(sums[inverse] / counts[inverse])
 
 
 # Per-layer sensitivity and smoothing -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""PyTorch backend: fp32 on CPU or CUDA, fp16/bf16 on CUDA."""
+"""PyTorch backend: fp32 on CPU or CUDA, fp16/bf16 on CUDA, bf16 on CPUs with bf16 units."""
 
 from __future__ import annotations
 
@@ -22,11 +22,20 @@ class TorchBackend:
             torch.set_num_threads(options.thread_count)
         self.device = torch.device(options.device)
         self._input_names = family.input_names
-        head = family.torch_head(TORCH_DTYPES[options.dtype], "sdpa")
+        self.served_dtype: str = options.dtype
+        refusal = ""
+        if options.device == "cpu" and options.dtype == "bfloat16":
+            from rerankd.engine.bf16 import checked
+
+            record = checked(family, options)  # the probe against fp32, cached per model
+            if not record.accepted:
+                self.served_dtype = "float32"
+                refusal = f" (bfloat16 refused by its accuracy probe: {record.summary()})"
+        head = family.torch_head(TORCH_DTYPES[self.served_dtype], "sdpa")
         self._head: torch.nn.Module | None = head.to(self.device)
         # The head runs a shared prefix once (rerankd/families/prefix.py) when it can.
         self.shares_prefix = bool(getattr(head, "shares_prefix", False))
-        self.description = f"torch {options.dtype} on {options.device}"
+        self.description = f"torch {self.served_dtype} on {options.device}{refusal}"
 
     def run(self, batch: Batch) -> np.ndarray:
         if self._head is None:

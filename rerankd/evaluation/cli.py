@@ -69,7 +69,11 @@ def eval_command(
         Path | None, typer.Option("--json", help="Write the report as JSON here.")
     ] = None,
     plots: Annotated[
-        Path | None, typer.Option(help="Write one PNG per metric into this directory.")
+        Path | None,
+        typer.Option(
+            help="Write one PNG per metric into this directory, and reliability.png: each "
+            "model's score against the observed share of relevant pairs."
+        ),
     ] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="RERANKD_API_KEY", help="API key for server URLs.")
@@ -122,7 +126,13 @@ def evaluate(
     threads: int | None = None,
 ) -> Report:
     """The baseline row, then each model loaded, scored and released in turn."""
-    from rerankd.evaluation.runner import Report, agreements, baseline, score_all
+    from rerankd.evaluation.runner import (
+        Report,
+        agreements,
+        baseline,
+        relevance_labels,
+        score_all,
+    )
     from rerankd.evaluation.scorers import LocalScorer, RemoteScorer, Scorer
 
     results = [baseline(eval_set, metrics)]
@@ -153,6 +163,7 @@ def evaluate(
         results,
         agreements(results),
         eval_set.notes,
+        relevance_labels(eval_set),
     )
 
 

@@ -1,4 +1,5 @@
-"""The report three ways: a terminal table, JSON, and one bar chart (PNG) per metric."""
+"""The report three ways: a terminal table, JSON, and PNGs (a bar chart per metric and the
+reliability diagram of the models' scores against the judgments)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,37 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rerankd.evaluation.runner import BASELINE, Report
+
+CALIBRATION_BINS = 15  # as `rerankd calibrate` measures
+
+
+def probabilities(report: Report) -> dict[str, np.ndarray]:
+    """Each model's scores over every pair, for those whose scores are probabilities (in
+    [0, 1]: a served calibration's, or the model's own sigmoid); raw logits have none."""
+    found = {}
+    for result in report.results:
+        if result.label == BASELINE or not result.scores:
+            continue
+        flat = np.concatenate(result.scores)
+        if flat.size and np.isfinite(flat).all() and flat.min() >= 0 and flat.max() <= 1:
+            found[result.label] = flat
+    return found
+
+
+def calibration(report: Report) -> dict[str, dict[str, float]]:
+    """ECE, Brier and log-loss of each model's scores read as P(relevant)."""
+    from rerankd.calibration.fit import measure
+
+    if not report.labels:
+        return {}
+    labels = np.concatenate(report.labels)
+    return {
+        label: measure(scores, labels, CALIBRATION_BINS)
+        for label, scores in probabilities(report).items()
+    }
 
 
 def as_json(report: Report) -> dict[str, Any]:
@@ -26,6 +57,7 @@ def as_json(report: Report) -> dict[str, Any]:
             if r.label != BASELINE
         },
         "agreement": [a.as_dict() for a in report.agreements],
+        "calibration": calibration(report),
         "notes": report.notes,
     }
 
@@ -84,7 +116,8 @@ def print_report(report: Report) -> None:
 
 
 def write_plots(report: Report, directory: Path) -> list[Path]:
-    """One horizontal bar chart per metric, baseline included; needs matplotlib (`eval` extra)."""
+    """One horizontal bar chart per metric, baseline included, and `reliability.png` (each
+    model whose scores are probabilities); needs matplotlib (`eval` extra)."""
     try:
         import matplotlib
 
@@ -111,4 +144,12 @@ def write_plots(report: Report, directory: Path) -> list[Path]:
         figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path)
+    curves = list(probabilities(report).items())
+    if curves and report.labels:
+        from rerankd.calibration.plot import reliability_diagram
+
+        title = f"{report.data}: reliability ({report.pairs} pairs)"
+        judged = np.concatenate(report.labels)
+        path = directory / "reliability.png"
+        written.append(reliability_diagram(curves, judged, path, title, CALIBRATION_BINS))
     return written

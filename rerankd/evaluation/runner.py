@@ -40,6 +40,16 @@ class Report:
     results: list[ModelResult]
     agreements: list[Agreement]
     notes: list[str]
+    labels: list[np.ndarray] = field(default_factory=list)  # per query: 1 where judged relevant
+
+
+def relevance_labels(data: EvalSet) -> list[np.ndarray]:
+    """Each candidate judged relevant (grade > 0) or not: what the reliability diagram and
+    the calibration figures measure scores against."""
+    return [
+        np.array([float(data.qrels.get(q.id, {}).get(d, 0) > 0) for d in q.doc_ids])
+        for q in data.queries
+    ]
 
 
 def baseline(data: EvalSet, metrics: Sequence[str]) -> ModelResult:

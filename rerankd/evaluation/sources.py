@@ -27,6 +27,12 @@ def load_eval_set(
         )
     if data.is_dir():
         raise DataError(data, "a directory without corpus.jsonl is not a BEIR data set")
+    if not data.exists():  # before --run: the data is what the user got wrong
+        raise DataError(
+            data,
+            "no such file or directory (DATA is a rerankd JSONL file or a BEIR directory "
+            "with corpus.jsonl, queries.jsonl and qrels/)",
+        )
     if run is not None:
         raise DataError(
             run, "--run goes with the BEIR layout; a rerankd JSONL file has its candidates"

@@ -22,6 +22,7 @@ from rerankd.families.cross_encoder import CrossEncoder
 from rerankd.families.jina_v3 import JinaRerankerV3
 from rerankd.families.listwise import ListwiseFamily
 from rerankd.families.mxbai import MxbaiRerankV2
+from rerankd.families.nemotron import NemotronRerank
 from rerankd.families.qwen3_vl import Qwen3VLReranker
 from rerankd.families.siglip import Siglip
 from rerankd.families.st_logit import SentenceTransformersLogitScore
@@ -42,6 +43,7 @@ FAMILIES: dict[str, type[ModelFamily]] = {
         BgeGemmaReranker,
         MxbaiRerankV2,
         ZerankReranker,
+        NemotronRerank,  # before cross-encoder: its architecture ends in ForSequenceClassification
         CrossEncoder,
         Colbert,
         Clip,
@@ -107,6 +109,7 @@ __all__ = [
     "ListwiseFamily",
     "ModelFamily",
     "MxbaiRerankV2",
+    "NemotronRerank",
     "PairFamily",
     "Qwen3Reranker",
     "Qwen3VLReranker",

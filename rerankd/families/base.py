@@ -82,6 +82,9 @@ class ModelFamily(ABC):
     int8_refusal: ClassVar[str | None] = None
     # Why this family runs in torch only (no ONNX export), or None.
     onnx_refusal: ClassVar[str | None] = None
+    # Where a request's instruction+query prefix runs once (prefix.py), or why it cannot;
+    # None: the family has no such prefix (`rerankd families` prints it where set).
+    shared_prefix: ClassVar[str | None] = None
     # What the model reads, as the query and as documents (a 400 naming the model otherwise).
     modalities: ClassVar[Modalities] = TEXT_ONLY
     # The scoring path (rerankd.scoring) that turns this family's outputs into scores.

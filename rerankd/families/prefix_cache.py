@@ -63,7 +63,11 @@ def _compute(body: Any, prefix_ids: torch.Tensor) -> KV:
         position_ids=positions,
         use_cache=True,
     )
-    cache = getattr(output, "past_key_values", None) or output.cache
+    # transformers 5 names it `cache` (reading `past_key_values` logs a deprecation); 4.x
+    # outputs have only `past_key_values`.
+    cache = getattr(output, "cache", None)
+    if cache is None:
+        cache = output.past_key_values
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 

@@ -79,6 +79,10 @@ class Qwen3VLReranker(PairFamily):
         "text or image queries and documents"
     )
     reference = "the Qwen3-VL-Reranker model card's Qwen3VLReranker.process"
+    shared_prefix = (
+        "not shared: the card tokenizes each whole prompt (images and multimodal rotary "
+        "positions included), so every sequence runs whole"
+    )
     modalities = TEXT_AND_IMAGES
     takes_instruction = True
     default_instruction = (

@@ -56,6 +56,10 @@ class _YesNoFamily(PairFamily):
     # As the references pad; the head reads the last real token either way.
     padding_side: ClassVar[PaddingSide] = "left"
     int8_refusal: ClassVar[str | None] = None
+    shared_prefix: ClassVar[str | None] = (
+        "torch (CPU and CUDA; not Gemma2's sliding-window layers); ONNX Runtime runs whole "
+        "sequences: the exported graph takes no key/value inputs"
+    )
 
     @property
     def uses_type_ids(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from rerankd.errors import ModelNotFound
 from rerankd.models.files import check_regular_files
+from rerankd.models.missing import check_source, hub_failure, not_found
 from rerankd.models.spec import BUILTIN_NAMES, ModelSpec, ResolvedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -29,6 +30,7 @@ def locate(spec: ModelSpec) -> ResolvedModel:
         path, revision = Path(spec.source).expanduser().resolve(), None
         check_regular_files(path)  # a FIFO named model.bin must not block the loader
     else:
+        check_source(spec)  # a missing path or a malformed id: said so, nothing downloaded
         path, revision = _from_hub(spec)
     config = _read_json(path / "config.json")
     return ResolvedModel(
@@ -84,28 +86,26 @@ def _from_hub(spec: ModelSpec) -> tuple[Path, str]:
         return Path(local), Path(local).name
     except Exception:  # noqa: BLE001 - any failure here just means "not cached"
         tried.append("the Hugging Face cache (not there)")
-    if not offline:
-        try:
-            local = snapshot_download(
-                spec.source, revision=spec.revision, allow_patterns=_HUB_PATTERNS, etag_timeout=5
-            )
-            return Path(local), Path(local).name
-        except Exception as exc:  # noqa: BLE001
-            tried.append(f"a download from the Hugging Face hub ({type(exc).__name__})")
-    else:
+    if offline:
         tried.append("no download, because HF_HUB_OFFLINE is set")
-    raise ModelNotFound(
-        f"model {spec.source!r} was not found. Tried: {'; '.join(tried)}. "
-        "Fix: pass a local directory with config.json and weights, pre-download it with "
-        f"`huggingface-cli download {spec.source}` where the hub is reachable (and mount "
-        "HF_HOME), or use `--model builtin`."
-    )
+        raise not_found(spec, tried, None)
+    try:
+        local = snapshot_download(
+            spec.source, revision=spec.revision, allow_patterns=_HUB_PATTERNS, etag_timeout=5
+        )
+        return Path(local), Path(local).name
+    except Exception as exc:  # noqa: BLE001 - told apart below, never shown raw
+        failure = hub_failure(exc)
+        tried.append(f"a download from the Hugging Face hub ({failure}: {type(exc).__name__})")
+        raise not_found(spec, tried, failure) from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelNotFound(
-            f"no config.json in {path.parent}: is this a Hugging Face model directory?"
+            f"no config.json in {path.parent}: it is not a Hugging Face model directory. Next "
+            "step: pass the directory that holds config.json and the weights (a fine-tuned "
+            "model's is the `--output` of `rerankd finetune`), or `--model builtin`."
         )
     config = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(config, dict):

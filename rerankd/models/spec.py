@@ -17,6 +17,8 @@ class ModelSpec:
     model family when detection cannot be sure (see `rerankd.families`); `instruction` is the
     model's default instruction, for families that take one; `family_options` the model's
     defaults for its family's request fields (e.g. a layerwise model's `cutoff_layers`).
+    `hub_id` is a registration's `model_id` where its source is a directory: the id an error
+    tells the user to download.
     """
 
     source: str
@@ -25,6 +27,7 @@ class ModelSpec:
     family: str | None = None
     instruction: str | None = None
     family_options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    hub_id: str | None = field(default=None, compare=False)
 
     @classmethod
     def parse(

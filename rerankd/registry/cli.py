@@ -145,7 +145,7 @@ def list_(
         return
     _table(
         "models",
-        ["uid", "name", "state", "replicas", "devices", "load s", "in flight", "error"],
+        ["uid", "name", "state", "replicas", "devices", "load s", "in flight"],
         [
             [
                 m["id"],
@@ -155,11 +155,14 @@ def list_(
                 ",".join(m["devices"]),
                 "" if m.get("load_seconds") is None else f"{m['load_seconds']:.2f}",
                 str(m.get("in_flight", 0)),
-                m.get("error") or "",
             ]
             for m in models
         ],
     )
+    # Below the table, one line each: in a table cell a sentence wraps one word per line.
+    for m in models:
+        if m.get("error"):
+            typer.echo(f"{m['id']} ({m['state']}): {m['error']}")
 
 
 def terminate(

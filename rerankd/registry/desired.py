@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from rerankd.errors import Conflict, InvalidInput, RerankError, describe_validation_error
+from rerankd.errors import Conflict, InvalidInput, RerankError
 from rerankd.registry.spec import LaunchRequest, Registration
+from rerankd.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
 

@@ -308,11 +308,52 @@ class ModelRegistry:
         return handle
 
     def _start_loading(self, handle: ModelHandle) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(loop.run_in_executor(self._loader, self._load, handle))
+        task = asyncio.ensure_future(self._load_in_time(handle))
         self._loading[handle] = task
         task.add_done_callback(lambda _: self._loading.pop(handle, None))
         return task
+
+    async def _load_in_time(self, handle: ModelHandle) -> None:
+        """Load on the loader thread within `--model-load-timeout`, counted from when the load
+        starts (not while it queues behind another). Past it the launch fails, and later
+        launches get a fresh loader thread: a load stuck on its files (a FIFO, a hung network
+        mount) must not stop every launch after it. The stuck load is left to end; what it
+        loaded is then closed, never served."""
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            loop.call_soon_threadsafe(_set_started, started)
+            self._load(handle)
+
+        loader = self._loader
+        work = loop.run_in_executor(loader, run)
+        await asyncio.wait({started, work}, return_when=asyncio.FIRST_COMPLETED)
+        timeout = self.settings.model_load_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(work), timeout)
+        except TimeoutError:
+            self._timed_out(handle, loader, timeout)
+
+    def _timed_out(self, handle: ModelHandle, loader: ThreadPoolExecutor, timeout: float) -> None:
+        with handle._lock:
+            if handle.state is not ModelState.LOADING:
+                return
+            handle.state = ModelState.FAILED
+            handle.error = (
+                f"loading took longer than --model-load-timeout ({timeout:g} s) and was "
+                "abandoned; raise the timeout for a large model, or check that its files "
+                "can be read"
+            )
+        if self._loader is loader:
+            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-loader")
+            loader.shutdown(wait=False)
+        self.metrics.model_load_failures.labels(handle.registration.model_name).inc()
+        self.cores.give_back(handle.uid)
+        self._set_state_metric(handle)
+        logger.error(
+            "model %r failed to load: %s", handle.uid, handle.error, extra={"model": handle.uid}
+        )
 
     async def terminate(self, uid: str, *, by: str) -> dict[str, Any]:
         """Take the launch out of the desired state (every process stops it), then stop it here."""
@@ -432,6 +473,18 @@ class ModelRegistry:
             )
             return
         seconds = time.perf_counter() - started
+        with handle._lock:
+            abandoned = handle.state is ModelState.FAILED  # past --model-load-timeout
+        if abandoned:
+            logger.warning(
+                "model %r loaded after %.1fs, past its timeout: closed, not served",
+                handle.uid,
+                seconds,
+                extra={"model": handle.uid},
+            )
+            close_engines(engines)
+            batcher.stop()
+            return
         batcher.start()
         with handle._lock:
             handle.engines, handle.queue, handle.identity = engines, batcher, identity
@@ -701,3 +754,8 @@ def _reason(exc: BaseException) -> str:
         return exc.message
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+def _set_started(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -138,6 +138,7 @@ class Registration(BaseModel):
             family=self.family,
             instruction=self.instruction,
             family_options=dict(self.family_options or {}),
+            hub_id=self.model_id if self.model_uri and self.model_id else None,
         )
 
     def public(self) -> dict[str, Any]:
@@ -146,7 +147,19 @@ class Registration(BaseModel):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> Registration:
-        """A `--model SOURCE[=NAME]` from the command line, as a registration."""
+        """A `--model SOURCE[=NAME]` from the command line, as a registration.
+
+        A missing directory or a malformed id is said so here, in plain words, before the
+        name (taken from it) could fail the registration's pattern."""
+        from rerankd.models.missing import check_source
+
+        check_source(spec)
+        if not re.match(NAME_PATTERN, spec.name):
+            raise ValueError(
+                f"--model {spec.source}={spec.served_name}: the served name must start with a "
+                "letter or digit and hold only letters, digits, '.', '_', '/' and '-' (at most "
+                "200 characters); choose another after '='"
+            )
         local = Path(spec.source).expanduser()
         builtin = spec.source in BUILTIN_NAMES
         return cls(

@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rerankd.errors import describe_validation_error
 from rerankd.registry.spec import Registration
+from rerankd.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
 

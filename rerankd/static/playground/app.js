@@ -30,7 +30,7 @@
   const els = {
     form: $("rerank-form"), model: $("model"), key: $("api-key"), query: $("query"),
     instructionField: $("instruction-field"), instruction: $("instruction"),
-    passages: $("passages"), jsonl: $("jsonl"), topN: $("top-n"), rank: $("rank"),
+    passages: $("passages"), jsonl: $("jsonl"), topN: $("top-n"), spans: $("spans"), rank: $("rank"),
     status: $("status"), error: $("error"), warning: $("warning"), stats: $("stats"),
     results: $("results"), snippet: $("snippet"), copy: $("copy"), copyStatus: $("copy-status"),
   };
@@ -129,6 +129,7 @@
     const topN = els.topN.value.trim();
     if (topN) body.top_n = Number(topN);
     if (!els.instructionField.hidden && els.instruction.value.trim()) body.instruction = els.instruction.value;
+    if (els.spans.checked) body.return_spans = true;
     body.return_documents = true;
     return body;
   }
@@ -213,8 +214,43 @@
     const bar = li.querySelector(".bar");
     bar.setAttribute("aria-label", `score ${item.score.toFixed(4)}`);
     li.querySelector(".fill").style.width = `${width}%`;
-    li.querySelector(".document").textContent = item.document;
+    const documentEl = li.querySelector(".document");
+    if (Array.isArray(item.spans)) documentEl.replaceChildren(...highlighted(item.document, item.spans));
+    else documentEl.textContent = item.document;
     return li;
+  }
+
+  // Span offsets count Unicode code points (as Python indexes a string), while a JavaScript
+  // string counts UTF-16 units: cut the code points, or an emoji before a span shifts it.
+  // Spans may overlap (windows of several sentences): every boundary cuts, and each piece is
+  // marked with the best span covering it; rank 1 is the best span of the document.
+  function highlighted(text, spans) {
+    const points = Array.from(text);
+    const ranked = spans.map((span, i) => ({ ...span, rank: i + 1 }));
+    const cuts = new Set([0, points.length]);
+    ranked.forEach((s) => { cuts.add(Math.max(0, Math.min(points.length, s.start))); cuts.add(Math.max(0, Math.min(points.length, s.end))); });
+    const bounds = Array.from(cuts).sort((a, b) => a - b);
+    const nodes = [];
+    for (let i = 0; i + 1 < bounds.length; i += 1) {
+      const [from, to] = [bounds[i], bounds[i + 1]];
+      const piece = points.slice(from, to).join("");
+      const covering = ranked.filter((s) => s.start <= from && to <= s.end);
+      if (!covering.length) {
+        nodes.push(document.createTextNode(piece));
+        continue;
+      }
+      const best = covering.reduce((a, b) => (b.rank < a.rank ? b : a));
+      const mark = document.createElement("mark");
+      mark.className = `span span-${Math.min(best.rank, 3)}`;
+      mark.dataset.rank = String(best.rank);
+      mark.dataset.start = String(from);
+      mark.dataset.end = String(to);
+      mark.dataset.score = String(best.score);
+      mark.title = `span ${best.rank}: score ${best.score.toFixed(4)}`;
+      mark.textContent = piece;
+      nodes.push(mark);
+    }
+    return nodes;
   }
 
   // JSON Lines ------------------------------------------------------------------------------
@@ -308,6 +344,7 @@
     if (body.top_n) args.push(`top_n=${body.top_n}`);
     return [
       ...(body.instruction ? ["# The Cohere API has no instruction field: use the httpx version to send it."] : []),
+      ...(body.return_spans ? ["# The cohere SDK does not send return_spans (a rerankd extension): use the httpx version."] : []),
       "import os", "", "import cohere", "",
       `co = cohere.ClientV2(api_key=os.environ.get("RERANKD_API_KEY", "none"), base_url=${JSON.stringify(base)})`,
       `response = co.rerank(\n${args.map((a) => `    ${a},`).join("\n")}\n)`,
