@@ -158,11 +158,14 @@ def card_scores(path: Path, pairs: list[tuple[str, str]], batch_size: int = 8) -
     return np.asarray(scores)
 
 
-@pytest.fixture(scope="module", params=[("avg", 1.0), ("last", 2.0)], ids=["avg", "last"])
+@pytest.fixture(scope="module", params=[("avg", 1.0, 0), ("last", 2.0, 1)], ids=["avg", "last"])
 def nemotron(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pooling, temperature = request.param
-    # A directory name that says nothing: the family is recognised from the config.
-    return build_nemotron(tmp_path_factory.mktemp(f"nemotron-{pooling}") / "ckpt", *request.param)
+    pooling, temperature, seed = request.param
+    # A directory name that says nothing: the family is recognised from the config. Each
+    # model has its own weights: the ONNX export cache is keyed by the weight files' hash.
+    return build_nemotron(
+        tmp_path_factory.mktemp(f"nemotron-{pooling}") / "ckpt", pooling, temperature, seed
+    )
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

@@ -1,0 +1,73 @@
+"""Does the int8 probe predict unseen text? (issue 24 item 3)
+
+Scores the export's probe set (`quantize_probe.probe_set()`), the disjoint held-out groups
+(`held_out_set()`) and the benchmark workload (the text the issue's 0.970 came from) with
+fp32 ONNX and with int8 (dynamic, s8 per-channel, head fp32, as `rerankd export --int8` builds
+before fp32 fallbacks), and prints Spearman against fp32 and time ratios from the same run.
+
+    PYTHONPATH=. python -m bench.int8_probe_check minilm-l6
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import fixtures
+from bench.int8_bench import _fp32_file
+from bench.workload import WorkloadSpec, make_requests
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(name: str) -> dict[str, object]:
+    from rerankd.engine import EngineOptions
+    from rerankd.engine.quantize import (
+        SessionBackend,
+        _head_nodes,
+        _quantize,
+        probe_scores,
+        scheme_for,
+        spearman,
+    )
+    from rerankd.engine.quantize_probe import Group, composition, held_out_set, probe_set
+
+    model, fp32 = _fp32_file(fixtures.model_dir(name), 2)
+    options = EngineOptions(backend="onnx", threads=2)
+    int8 = fixtures.WORK / f"probe-check-{name}.onnx"
+    _quantize(fp32, int8, scheme_for("avx512vnni"), _head_nodes(fp32))
+    workload = tuple(
+        (r.query, tuple(r.documents)) for r in make_requests(3, WorkloadSpec(documents=32, seed=3))
+    )
+    sets: dict[str, tuple[Group, ...]] = {
+        "probe": probe_set(),
+        "held_out": held_out_set(),
+        "workload": workload,
+    }
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    seconds: dict[str, dict[str, float]] = {}
+    for label, path in (("fp32", fp32), ("int8", int8)):
+        backend = SessionBackend(path, 2)
+        for set_name, groups in sets.items():
+            started = time.perf_counter()
+            scores.setdefault(set_name, {})[label] = probe_scores(model, options, backend, groups)  # type: ignore[arg-type]
+            seconds.setdefault(set_name, {})[label] = time.perf_counter() - started
+    report: dict[str, object] = {"model": name, "sets": {}}
+    for set_name, groups in sets.items():
+        report["sets"][set_name] = {  # type: ignore[index]
+            **composition(groups),
+            "int8_spearman_vs_fp32": round(
+                spearman(scores[set_name]["int8"], scores[set_name]["fp32"]), 4
+            ),
+            "int8_speedup": round(seconds[set_name]["fp32"] / seconds[set_name]["int8"], 2),
+        }
+    return report
+
+
+if __name__ == "__main__":
+    out = main(sys.argv[1] if len(sys.argv) > 1 else "minilm-l6")
+    print(json.dumps(out, indent=2))
