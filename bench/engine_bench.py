@@ -85,8 +85,8 @@ def load_systems(model_dir: Path, cache_dir: Path, max_batch_tokens: int) -> dic
 def real_lengths(model_dir: Path, requests: list[Request]) -> list[list[int]]:
     """Each pair's token count after rerankd's (reference-equal) truncation, per request."""
     from rerankd.engine import EngineOptions, LongDocPolicy
-    from rerankd.engine.engine import bind_family
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import bind_family, resolve
+    from rerankd.models import ModelSpec
 
     options = EngineOptions(max_length=MAX_LENGTH)
     family = bind_family(resolve(ModelSpec(str(model_dir))), options)

@@ -45,7 +45,8 @@ def main() -> None:
     import torch
 
     from rerankd.batching import run_sorted
-    from rerankd.engine import EngineOptions, LongDocPolicy, load_engine
+    from rerankd.engine import EngineOptions, LongDocPolicy
+    from rerankd.engine.engine import load_engine
 
     if not torch.cuda.is_available():
         raise SystemExit("gpu_bench needs a CUDA device")

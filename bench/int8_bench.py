@@ -32,7 +32,8 @@ CACHE = fixtures.WORK / "cache"
 def _fp32_file(model_dir: Path, threads: int) -> tuple[object, Path]:
     from rerankd.engine import EngineOptions
     from rerankd.engine.onnx_backend import ensure_exported
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
 
     resolved = resolve(ModelSpec.parse(str(model_dir)))
     options = EngineOptions(
@@ -81,8 +82,9 @@ def build_variants(name: str, threads: int, work: Path) -> tuple[object, dict[st
 def measure(name: str, requests: int, threads: int, work: Path) -> dict[str, object]:
     from rerankd.batching import run_sorted
     from rerankd.engine import EngineOptions, LongDocPolicy
-    from rerankd.engine.engine import Engine, bind_family
+    from rerankd.engine.engine import Engine
     from rerankd.engine.quantize import SessionBackend, spearman
+    from rerankd.families import bind_family
 
     model, variants, info = build_variants(name, threads, work)
     options = EngineOptions(backend="onnx", threads=threads)

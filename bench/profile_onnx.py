@@ -28,7 +28,8 @@ def onnx_file(model: str, dtype: str) -> Path:
     """The export rerankd made (and cached) for this model, making it if needed."""
     from rerankd.engine import EngineOptions
     from rerankd.engine.onnx_backend import ensure_exported
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
 
     options = EngineOptions(
         backend="onnx", dtype=dtype, threads=THREADS, cache_dir=fixtures.WORK / "cache" / "rerankd"
@@ -43,8 +44,8 @@ def batches(model: str, max_batch_tokens: int) -> list[dict]:
 
     from rerankd.batching import cut_batches
     from rerankd.engine import EngineOptions, LongDocPolicy, PaddedBatch
-    from rerankd.engine.engine import bind_family
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import bind_family, resolve
+    from rerankd.models import ModelSpec
 
     model_dir = fixtures.model_dir(model)
     family = bind_family(resolve(ModelSpec(str(model_dir))), EngineOptions(max_length=512))

@@ -25,7 +25,8 @@ import numpy as np
 from bench import fixtures, loadgen, servers
 from bench.workload import Request, make_requests
 from rerankd.batching import run_sorted
-from rerankd.engine import EngineOptions, LongDocPolicy, load_engine
+from rerankd.engine import EngineOptions, LongDocPolicy
+from rerankd.engine.engine import load_engine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -281,7 +281,8 @@ def export(
     from rerankd.engine.onnx_backend import ensure_exported
     from rerankd.engine.options import default_cache_dir
     from rerankd.errors import RerankError
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
 
     steps = ["resolving the model", "exporting to ONNX"] + (["quantizing to int8"] if int8 else [])
     with Progress(
@@ -341,7 +342,8 @@ def models(
 ) -> None:
     """Resolve model specs and print where their files are and their revision."""
     from rerankd.errors import RerankError
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
 
     for spec in model or ["builtin"]:
         try:

@@ -1,23 +1,35 @@
-"""The in-process API: load a model once, score pairs and rerank documents, no server."""
+"""The in-process API: load a model once, score pairs and rerank documents, no server.
+
+Scores go through the same scoring paths as the server's (rerankd.scoring), with no cache and
+the model run directly in length-sorted batches instead of through the scheduler.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from rerankd.batching import run_sorted
 from rerankd.calibration.attach import find as find_calibration
 from rerankd.documents import Document, TextDocument, check_documents, check_modalities
-from rerankd.engine import Engine, EngineOptions, LongDocPolicy, load_engine
+from rerankd.engine import EngineOptions, LongDocPolicy
+from rerankd.engine.engine import Engine, load_engine
 from rerankd.engine.options import default_batch_tokens, default_cache_dir
 from rerankd.errors import InvalidInput
-from rerankd.images import ImagePolicy, decode_request, load_inline
-from rerankd.models import ModelSpec, resolve
+from rerankd.families import resolve
+from rerankd.images import ImageLoader, ImagePolicy, load_inline
+from rerankd.models import ModelSpec
 from rerankd.ranking import RankedDocument, check_min_relevance, check_top_n, rank
+from rerankd.scoring import ScoringJob, ScoringPaths, Target
 from rerankd.spans import SpanOptions, best, pieces, windows
+
+T = TypeVar("T")
 
 
 class Reranker:
@@ -64,6 +76,16 @@ class Reranker:
         self.calibration = find_calibration(resolved, str(calibration) if calibration else None, ())
         self.engine: Engine = load_engine(resolved, options)
         self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
+        self._images = ImagePolicy()
+        self._paths = ScoringPaths(ImageLoader(self._images))
+        self._target = Target(
+            name=self.engine.model.name,
+            identity=(),  # no cache here: nothing is keyed by it
+            engine=self.engine,
+            submit=self._submit,
+            admit=lambda tokens: None,  # no queue to protect in-process
+            prepare=_prepare,
+        )
 
     @property
     def model(self) -> str:
@@ -176,18 +198,36 @@ class Reranker:
         options: Mapping[str, object] | None = None,
     ) -> np.ndarray:
         """Scores of inputs already checked by `_check`."""
-        instruction = self.engine.instruction_for(instruction)
-        resolved = self.engine.family.options_for(options or {})
-        limits = ImagePolicy()
         loaded = [
-            load_inline(document, where, limits.max_bytes)
+            load_inline(document, where, self._images.max_bytes)
             for where, document in [("query", query), *_numbered(documents)]
         ]
-        ready = decode_request(loaded[0], list(enumerate(loaded[1:])), limits.max_pixels)
-        plan = self.engine.plan(ready[0], ready[1:], policy, instruction, resolved)
-        outputs = run_sorted(self.engine.run, plan.sequences, self.max_batch_tokens)
-        scores = plan.combine(outputs)
+        job = ScoringJob(
+            query=loaded[0],
+            documents=list(enumerate(loaded[1:])),
+            policy=policy,
+            instruction=self.engine.instruction_for(instruction),
+            options=self.engine.family.options_for(options or {}),
+        )
+        scores = _run(self._paths.score(self._target, job)).raw
         return scores if raw else self._relevance(False)(scores)
+
+    async def _submit(self, items: list[Any]) -> np.ndarray:
+        return run_sorted(self.engine.run, items, self.max_batch_tokens)
+
+
+async def _prepare(work: Callable[[], T], tokens: int, chars: int) -> T:
+    return work()  # in-process: plan in the caller's thread, as the model runs there
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a path's coroutine to its end; from inside a running event loop, in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 def _numbered(documents: list[Document]) -> list[tuple[str, Document]]:

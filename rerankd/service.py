@@ -1,8 +1,9 @@
 """`RerankService`: the one object every API dialect calls.
 
-It owns the model registry (engines and their batchers) and the score cache, and turns a
-`RerankRequest` into a `RerankResult`: check limits, dedupe documents, read the cache,
-tokenize off the event loop, queue the sequences, combine chunk scores, write the cache, rank.
+It owns the model registry (engines and their batchers) and the scoring paths with their
+caches, and turns a `RerankRequest` into a `RerankResult`: check limits, dedupe documents,
+hand the distinct ones to the path the model's family names (rerankd.scoring), calibrate,
+rank. It never asks what shape a model is.
 """
 
 from __future__ import annotations
@@ -15,31 +16,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankd.admission import estimate_chars, estimate_tokens
-from rerankd.cache import (
-    EMBEDDINGS,
-    SCORES,
-    EmbeddingCache,
-    ScoreCache,
-    cache_secret,
-    score_key,
-    tiered,
-)
+from rerankd.cache import EMBEDDINGS, SCORES, ScoreCache, cache_secret, tiered
 from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
 from rerankd.documents import Document, Loaded, TextDocument, check_documents, check_modalities
-from rerankd.embeddings import Combine, EmbeddingScorer
-from rerankd.engine import Engine, LongDocPolicy
+from rerankd.engine import LongDocPolicy
 from rerankd.errors import InvalidInput, NotReady, PayloadTooLarge, RequestTimeout
-from rerankd.families import EmbeddingFamily
-from rerankd.families.base import FamilyOptions
-from rerankd.families.prefix import shared_tokens
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
 from rerankd.ranking import RankedDocument, check_min_relevance, check_top_n, rank
 from rerankd.registry import ModelHandle, ModelRegistry
-from rerankd.scoring.late_interaction import TOKEN_VECTORS, LateInteractionScorer, VectorCache
-from rerankd.scoring.listwise import ListwiseScorer
+from rerankd.scoring import Scored, ScoringJob, ScoringPaths, Target
+from rerankd.scoring.late_interaction import TOKEN_VECTORS
 from rerankd.scripts import script_notice
 from rerankd.spans import SpanOptions, pieces
 from rerankd.spans import best as span_best
@@ -87,11 +75,8 @@ class RerankService:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.registry = ModelRegistry(settings, self.metrics)
-        self.cache: ScoreCache | None = None
         self.images = ImageLoader(settings.image_policy())
-        self.embedder = EmbeddingScorer(None, self.images, self.metrics)
-        self.late = LateInteractionScorer(None, self.metrics)
-        self.listwise = ListwiseScorer(None)
+        self.paths = ScoringPaths(self.images, self.metrics)  # caches are made by `load`
         self.ready = False
 
     # Lifecycle -------------------------------------------------------------------------
@@ -101,28 +86,24 @@ class RerankService:
         self.registry.start()
         s = self.settings
         secret = cache_secret(s.server_secret, s.credential_keys(), bool(s.redis_url))
-        self.cache = self._make_cache(secret)
-        self.listwise.cache = self.cache
         url, ttl = s.redis_url, s.redis_ttl
-        self.embedder.cache = tiered(
-            EMBEDDINGS, s.embedding_cache_mb << 20, url, ttl, self.metrics, secret=secret
-        )
-        self.late.cache = tiered(
-            TOKEN_VECTORS, s.token_vector_cache_mb << 20, url, ttl, self.metrics, secret=secret
+        self.paths = ScoringPaths(
+            self.images,
+            self.metrics,
+            scores=self._make_cache(secret),
+            embeddings=tiered(
+                EMBEDDINGS, s.embedding_cache_mb << 20, url, ttl, self.metrics, secret=secret
+            ),
+            vectors=tiered(
+                TOKEN_VECTORS, s.token_vector_cache_mb << 20, url, ttl, self.metrics, secret=secret
+            ),
         )
         self.ready = True
 
     async def close(self) -> None:
         self.ready = False
         await self.registry.close()
-        caches: list[ScoreCache | EmbeddingCache | VectorCache | None] = [
-            self.cache,
-            self.embedder.cache,
-            self.late.cache,
-        ]
-        for cache in caches:
-            if cache is not None:
-                await cache.close()
+        await self.paths.close()
         await self.images.close()
 
     def _make_cache(self, secret: bytes) -> ScoreCache | None:
@@ -189,9 +170,8 @@ class RerankService:
         for index, document in enumerate(loaded):
             if unique.setdefault(document.digest, len(unique)) == len(firsts):
                 firsts.append((index, document))
-        raw, tokens, cached = await self._distinct_scores(
-            served, loaded_query, firsts, policy, request
-        )
+        scored = await self._distinct_scores(served, loaded_query, firsts, policy, request)
+        raw, tokens, cached = scored.raw, scored.tokens, scored.cached
 
         per_document = raw[[unique[d.digest] for d in loaded]]
         calibration = None if request.raw_scores else served.calibration
@@ -240,56 +220,27 @@ class RerankService:
         firsts: list[tuple[int, Loaded]],
         policy: LongDocPolicy,
         request: RerankRequest,
-    ) -> tuple[np.ndarray, int, int]:
-        """Raw scores of distinct documents through the model's path and caches:
-        (raw, tokens, cached)."""
+    ) -> Scored:
+        """Raw scores of distinct documents through the path the model's family names."""
         engine = served.engine
-        instruction = engine.instruction_for(request.instruction)
-        options = engine.family.options_for(request.options)
-        # Everything besides the texts that scores see (family options only where there are).
-        inputs: tuple[object, ...] = (*policy.cache_key(), instruction)
-        if options is not None:
-            inputs = (*inputs, options.cache_key())
-        if getattr(engine.family, "scoring", "") == "late_interaction":
-            late = await self.late.score(
-                model=served.name,
-                identity=served.identity,
-                family=engine.family,  # type: ignore[arg-type]
-                query=query,
-                documents=[d for _, d in firsts],
-                policy=policy,
-                instruction=instruction,
-                submit=lambda items: served.batcher.submit(items, request.priority),
-                admit=served.batcher.admit,
-            )
-            return late.raw, late.tokens, late.cached
-        if getattr(engine.family, "scoring", "") == "listwise":
-            listwise = await self.listwise.score(
-                identity=served.identity,
-                inputs=inputs,
-                family=engine.family,
-                max_length=engine.max_length,
-                query=query,
-                documents=[d for _, d in firsts],
-                policy=policy,
-                instruction=instruction,
-                submit=lambda items: served.batcher.submit(items, request.priority),
-                admit=served.batcher.admit,
-            )
-            return listwise.raw, listwise.tokens, listwise.cached
-        if engine.family.embeds:
-            embedded = await self.embedder.score(
-                model=served.name,
-                identity=served.identity,
-                inputs=inputs,
-                query=query,
-                documents=firsts,
-                plan=lambda q, docs: engine.plan(q, docs, policy, instruction, options),
-                submit=lambda items: served.batcher.submit(items, request.priority),
-                combine=_combine_rows(engine),
-            )
-            return embedded.raw, embedded.tokens, embedded.cached
-        return await self._scores(served, query, firsts, inputs, policy, request, options)
+        job = ScoringJob(
+            query=query,
+            documents=firsts,
+            policy=policy,
+            instruction=engine.instruction_for(request.instruction),
+            options=engine.family.options_for(request.options),
+        )
+        target = Target(
+            name=served.name,
+            identity=served.identity,
+            engine=engine,
+            submit=lambda items: served.batcher.submit(items, request.priority),
+            admit=served.batcher.admit,
+            prepare=lambda work, tokens, chars: served.batcher.prepare(
+                work, tokens, chars, request.priority
+            ),
+        )
+        return await self.paths.score(target, job)
 
     async def _spans(
         self,
@@ -332,57 +283,13 @@ class RerankService:
         if not firsts:
             return [dataclasses.replace(r, spans=[]) for r in results], 0, 0
         window_policy = dataclasses.replace(policy, strategy="truncate", allow_truncation=True)
-        raw, tokens, _ = await self._distinct_scores(served, query, firsts, window_policy, request)
-        scores = relevance(raw)
+        scored = await self._distinct_scores(served, query, firsts, window_policy, request)
+        scores = relevance(scored.raw)
         out = []
         for r, found, mine in zip(results, cuts, owners, strict=True):
             spans = span_best(found, scores[mine], options.max_spans) if found else []
             out.append(dataclasses.replace(r, spans=spans))
-        return out, tokens, len(firsts)
-
-    async def _scores(
-        self,
-        served: ModelHandle,
-        query: Loaded,
-        firsts: list[tuple[int, Loaded]],
-        inputs: tuple[object, ...],
-        policy: LongDocPolicy,
-        request: RerankRequest,
-        options: FamilyOptions | None,
-    ) -> tuple[np.ndarray, int, int]:
-        """Raw scores of the distinct documents through the score cache: (raw, tokens, cached)."""
-        raw = np.empty(len(firsts), dtype=np.float64)
-        keys = [score_key(served.identity, inputs, query.digest, d.digest) for _, d in firsts]
-        found = await self.cache.get_many(keys) if self.cache else [None] * len(firsts)
-        missing = [i for i, value in enumerate(found) if value is None]
-        for i, value in enumerate(found):
-            if value is not None:
-                raw[i] = value
-        tokens = 0
-        if missing:
-            engine = served.engine
-            chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
-            chars = [_chars(firsts[i][1]) for i in missing]
-            estimate = estimate_tokens(_chars(query), chars, engine.max_length, chunks)
-            served.batcher.admit(estimate)  # refuse before paying for images and tokens
-            todo = await self.images.decode_request(query, [firsts[i] for i in missing])
-            instruction = engine.instruction_for(request.instruction)
-            plan = await served.batcher.prepare(
-                lambda: engine.plan(todo[0], todo[1:], policy, instruction, options),
-                estimate,
-                estimate_chars(_chars(query), chars, engine.max_length, chunks),
-                request.priority,
-            )
-            outputs = await served.batcher.submit(plan.sequences, request.priority)
-            self.metrics.shared_prefix.labels(served.uid).inc(shared_tokens(plan.sequences))
-            scores = plan.combine(outputs)
-            raw[missing] = scores
-            tokens = plan.tokens
-            if self.cache:
-                await self.cache.set_many(
-                    {keys[i]: float(s) for i, s in zip(missing, scores, strict=True)}
-                )
-        return raw, tokens, len(firsts) - len(missing)
+        return out, scored.tokens, len(firsts)
 
     def check_document_count(self, count: int) -> None:
         if count > self.settings.max_documents:
@@ -444,14 +351,3 @@ def span_options(
 def _loggable(document: Document) -> object:
     """Text as it is; an image as a short marker (its base64 is no use in a log)."""
     return document.text if isinstance(document, TextDocument) else "<image>"
-
-
-def _chars(document: Loaded) -> int:
-    """Characters for the admission estimate; an image's cost is counted when it is queued."""
-    return len(document.text) if isinstance(document, TextDocument) else 0
-
-
-def _combine_rows(engine: Engine) -> Combine:
-    family = engine.family
-    assert isinstance(family, EmbeddingFamily)
-    return family.combine_rows

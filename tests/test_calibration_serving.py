@@ -20,7 +20,8 @@ from rerankd.calibration.model import ModelIdentity
 from rerankd.cli import app
 from rerankd.client import Client
 from rerankd.evaluation.synthetic import keyword_task, vocabulary, write_jsonl
-from rerankd.models import ModelSpec, resolve
+from rerankd.families import resolve
+from rerankd.models import ModelSpec
 from tests.registry_helpers import launch, register, seed_spec
 from tests.server import ServerProcess, run_server
 

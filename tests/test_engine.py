@@ -76,7 +76,8 @@ def test_onnx_fp32_matches_torch_and_int8_keeps_order(cross_encoder: Path) -> No
 
 def test_onnx_export_is_cached_by_weights_hash(bert_model: Path, tmp_path: Path) -> None:
     from rerankd.engine.onnx_backend import cache_entry
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
 
     options = EngineOptions(backend="onnx", cache_dir=tmp_path)
     entry = cache_entry(resolve(ModelSpec(str(bert_model))), options)

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from rerankd import InvalidInput
 from rerankd.config import Settings
 from rerankd.errors import UnsupportedModel
-from rerankd.families import FAMILIES
-from rerankd.models import ModelSpec, resolve
+from rerankd.families import FAMILIES, resolve
+from rerankd.models import ModelSpec
 from tests.test_cli import rerankd
 from tests.test_families_reference import load, one_thread  # noqa: F401
 

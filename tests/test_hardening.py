@@ -199,7 +199,8 @@ def test_an_empty_or_unreadable_keys_file_refuses_to_start(
 def test_long_texts_are_cut_by_characters_before_tokenizing(bert_model: Path) -> None:
     """A 199k-character document sent to a 64-token model: only the characters 64 tokens
     could reach are tokenized (the real tokenizer runs; it is only watched)."""
-    from rerankd.engine import LongDocPolicy, load_engine
+    from rerankd.engine import LongDocPolicy
+    from rerankd.engine.engine import load_engine
     from rerankd.engine.options import EngineOptions
     from rerankd.engine.tokenize import CHARS_PER_TOKEN_BOUND, cut_text
 

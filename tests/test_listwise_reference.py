@@ -258,7 +258,8 @@ def test_recognised_by_config_or_name_else_named_with_family(
     import json
     import shutil
 
-    from rerankd.models import ModelSpec, resolve
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
 
     assert resolve(ModelSpec(str(jina_reranker_v3))).family == "jina-reranker-v3"
     # A conversion whose config lost JinaForRanking: the name still says what it is.

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from rerankd.errors import ModelNotFound
-from rerankd.models import ModelSpec, resolve
+from rerankd.families import resolve
+from rerankd.models import ModelSpec
 from rerankd.registry.spec import Registration
 from tests.server import free_port
 
@@ -143,7 +144,7 @@ def hub() -> Iterator[tuple[str, type[FakeHub]]]:
 def resolve_online(source: str, endpoint: str, home: Path) -> str:
     """Resolve in a fresh process: huggingface_hub reads HF_ENDPOINT when it is imported."""
     code = (
-        "from rerankd.models import ModelSpec, resolve\n"
+        "from rerankd.families import resolve\nfrom rerankd.models import ModelSpec\n"
         f"try:\n    resolve(ModelSpec({source!r}))\n"
         "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
     )

@@ -11,11 +11,11 @@ import pytest
 
 from rerankd.engine import EngineOptions, bf16
 from rerankd.engine import options as options_module
-from rerankd.engine.engine import bind_family
 from rerankd.engine.options import check_cpu_precision
 from rerankd.engine.quantize import spearman
 from rerankd.engine.quantize_probe import NATURAL, composition, held_out_set, probe_set
-from rerankd.models import ModelSpec, resolve
+from rerankd.families import bind_family, resolve
+from rerankd.models import ModelSpec
 
 SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16"})
 ZEN3 = frozenset({"avx2", "fma", "f16c"})

@@ -24,7 +24,8 @@ from rerankd.engine.quantize import (
     read_record,
     scheme_for,
 )
-from rerankd.models import ModelSpec, ResolvedModel, resolve
+from rerankd.families import resolve
+from rerankd.models import ModelSpec, ResolvedModel
 
 
 def test_the_scheme_follows_the_instruction_set() -> None:

@@ -148,7 +148,8 @@ def test_admin_keys_and_the_jwt_admin_scope() -> None:
 
 
 def test_closing_engines_drops_their_weights(bert_model: Path) -> None:
-    from rerankd.engine import EngineOptions, load_engine
+    from rerankd.engine import EngineOptions
+    from rerankd.engine.engine import load_engine
     from rerankd.registry.loader import close_engines
 
     engine = load_engine(str(bert_model), EngineOptions(max_length=32))

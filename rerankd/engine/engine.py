@@ -1,4 +1,9 @@
-"""An `Engine` is one loaded model: its family (tokens in, scores out) and a backend."""
+"""An `Engine` is one loaded model: its family (tokens in, scores out) and a backend.
+
+It sits above `rerankd.families` (which binds a model to its family) and the backends; the
+package's `__init__` does not import it, so families may import the engine's lower modules
+(tokenize, plan, backend, options) without a circle.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +20,11 @@ from rerankd.engine.onnx_backend import Progress
 from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import Direction, LongDocPolicy, ScoringPlan
 from rerankd.engine.tokenize import TextTokenizer, cut_text
-from rerankd.families import FAMILIES, Limits, ModelFamily
+from rerankd.families import ModelFamily, bind_family, resolve
 from rerankd.families.base import FamilyOptions
-from rerankd.models import ModelSpec, ResolvedModel, resolve
+from rerankd.models import ModelSpec, ResolvedModel
 
 logger = logging.getLogger(__name__)
-
-
-def bind_family(model: ResolvedModel, options: EngineOptions) -> ModelFamily:
-    """The model's family bound to the model and to the limits it runs under."""
-    family = FAMILIES[model.family]
-    max_length, query_cap = options.limits(family.default_max_length, model.max_positions)
-    return family(model, Limits(max_length, query_cap))
 
 
 class Engine:

@@ -57,7 +57,7 @@ def ensure_exported(
     model: ResolvedModel, options: EngineOptions, progress: Progress | None = None
 ) -> Path:
     """The path of the ONNX file for `options.dtype`, exporting and quantizing if not cached."""
-    from rerankd.engine.engine import bind_family
+    from rerankd.families import bind_family
 
     step = progress or (lambda message: None)
     family = bind_family(model, options)

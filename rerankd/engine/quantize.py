@@ -350,7 +350,7 @@ def probe_scores(
     groups: tuple[Group, ...] | None = None,
 ) -> np.ndarray:
     """Normalized scores of every probe pair, through the engine's own planning and padding."""
-    from rerankd.engine.engine import bind_family
+    from rerankd.families import bind_family  # not through the engine, which imports us
 
     return score_groups(bind_family(model, options), backend.run, groups)
 

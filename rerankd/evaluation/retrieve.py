@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rerankd.batching import run_sorted
-from rerankd.engine import Engine, EngineOptions, load_engine
+from rerankd.engine import EngineOptions
+from rerankd.engine.engine import Engine, load_engine
 from rerankd.engine.options import default_batch_tokens
-from rerankd.families import EmbeddingFamily
+from rerankd.scoring.embedding import embedding_family
 
 Advance = Callable[[int], None]
 
@@ -27,8 +28,7 @@ class DenseRetriever:
             model,
             EngineOptions(backend=backend, device=device),  # type: ignore[arg-type]
         )
-        if not isinstance(self.engine.family, EmbeddingFamily):
-            raise ValueError(f"{model} is not a bi-encoder; candidates need an embedding model")
+        embedding_family(self.engine.family)  # candidates need an embedding model
         self._budget = default_batch_tokens(device)
 
     def embed(

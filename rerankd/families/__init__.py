@@ -1,14 +1,17 @@
 """Model families: everything kind-specific about a reranking model, one module per family.
 
-`family_class(model)` picks the family when a model loads (an explicit `--family`, else the
-first family that recognises the model's config); nothing after that branches on the kind.
-To add a family, see docs/architecture.md ("Adding a model family").
+`resolve(spec)` finds a model's files (rerankd.models) and picks its family (`family_class`:
+an explicit `--family`, else the first family that recognises the model's config);
+`bind_family` binds it to the limits an engine runs it under. Nothing after that branches on
+the kind: the family names its scoring path (rerankd.scoring). To add a family, see
+docs/architecture.md ("Adding a model family").
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
 
+from rerankd.engine.options import EngineOptions
 from rerankd.errors import UnsupportedModel
 from rerankd.families.base import EmbeddingFamily, Limits, ModelFamily, PairFamily
 from rerankd.families.bge_layerwise import BgeLayerwiseReranker, BgeLightweightReranker
@@ -25,9 +28,7 @@ from rerankd.families.siglip import Siglip
 from rerankd.families.st_logit import SentenceTransformersLogitScore
 from rerankd.families.yes_no import BgeGemmaReranker, Qwen3Reranker
 from rerankd.families.zerank import ZerankReranker
-
-if TYPE_CHECKING:
-    from rerankd.models import ResolvedModel
+from rerankd.models import ModelSpec, ResolvedModel, locate
 
 # Detection order matters: the specific families first, the catch-all bi-encoder last.
 FAMILIES: dict[str, type[ModelFamily]] = {
@@ -80,6 +81,19 @@ def family_class(model: ResolvedModel, requested: str | None = None) -> type[Mod
     return family
 
 
+def resolve(spec: ModelSpec) -> ResolvedModel:
+    """A spec's files, located, and the family that serves them."""
+    found = locate(spec)
+    return dataclasses.replace(found, family=family_class(found, spec.family).name)
+
+
+def bind_family(model: ResolvedModel, options: EngineOptions) -> ModelFamily:
+    """The model's family bound to the model and to the limits it runs under."""
+    family = FAMILIES[model.family]
+    max_length, query_cap = options.limits(family.default_max_length, model.max_positions)
+    return family(model, Limits(max_length, query_cap))
+
+
 __all__ = [
     "FAMILIES",
     "BgeGemmaReranker",
@@ -101,7 +115,9 @@ __all__ = [
     "Qwen3VLReranker",
     "SentenceTransformersLogitScore",
     "Siglip",
+    "bind_family",
     "check_family_name",
     "family_class",
+    "resolve",
     "ZerankReranker",
 ]

@@ -3,10 +3,10 @@
 A family owns everything that differs between kinds of reranking model: recognising one from
 its files, turning a (query, documents) request into sequences, the torch head that yields one
 output row per sequence, turning those rows back into one raw score per document, and
-normalising raw scores. The engine, both backends, the batcher, the cache and the service see
-only "sequences in, one row out per sequence".
+normalising raw scores, and naming its scoring path (`scoring`, see rerankd.scoring). The
+engine, both backends and the batcher see only "items in, one row out per item".
 
-Two shapes cover today's families:
+Two shapes here cover most families (listwise.py and colbert.py hold the others):
 
 - `PairFamily`: the query and a document are read together and one raw score comes out per
   sequence (cross-encoders, causal yes/no rerankers). A document's score is its best chunk's.
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from rerankd.models import ResolvedModel
 
 PaddingSide = Literal["left", "right"]
+# How a family's outputs become scores: the path in rerankd.scoring that serves it.
+ScoringKind = Literal["pairwise", "embedding", "listwise", "late_interaction"]
 
 
 class FamilyOptions(Protocol):
@@ -85,8 +87,8 @@ class ModelFamily(ABC):
     shared_prefix: ClassVar[str | None] = None
     # What the model reads, as the query and as documents (a 400 naming the model otherwise).
     modalities: ClassVar[Modalities] = TEXT_ONLY
-    # True: documents are embedded apart from the query, so their embeddings can be cached.
-    embeds: ClassVar[bool] = False
+    # The scoring path (rerankd.scoring) that turns this family's outputs into scores.
+    scoring: ClassVar[ScoringKind]
 
     def __init__(self, model: ResolvedModel, limits: Limits) -> None:
         self.model = model
@@ -254,6 +256,8 @@ class PairFamily(ModelFamily):
     is not a plain concatenation, how a query side and a document window become a sequence.
     """
 
+    scoring = "pairwise"
+
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return sigmoid(raw)
 
@@ -295,10 +299,10 @@ class PairFamily(ModelFamily):
 class EmbeddingFamily(ModelFamily):
     """Query and documents embedded apart; the raw score is a cosine, normalised to [0, 1].
 
-    The service caches document embeddings (`embeds`) and scores them with `combine_rows`.
+    The embedding path caches document embeddings and scores them with `combine_rows`.
     """
 
-    embeds = True
+    scoring = "embedding"
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return np.clip((raw + 1.0) / 2.0, 0.0, 1.0)

@@ -29,7 +29,7 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class Colbert(ModelFamily):
     name = "colbert"
     summary = "ColBERT late interaction (PyLate format): token vectors, MaxSim, cached documents"
     reference = "PyLate ColBERT.encode + colbert_scores (MaxSim)"
-    scoring: ClassVar[str] = "late_interaction"
+    scoring = "late_interaction"
     onnx_refusal = "its token-vector output is not exported to ONNX yet"
     default_max_length = 512
 

@@ -38,7 +38,7 @@ class ListwisePlan:
 class ListwiseFamily(ModelFamily):
     """Documents read together in blocks; the raw score is a cosine, normalised to [0, 1]."""
 
-    scoring: ClassVar[str] = "listwise"
+    scoring = "listwise"
     # The most passages one block holds: the head's output has this many passage slots.
     block_documents: ClassVar[int]
 

@@ -96,7 +96,8 @@ def finetune_command(
         eval_set = (
             load_eval_set(eval_data, run, eval_split, 100, miner, device) if eval_data else None
         )
-        from rerankd.models import ModelSpec, resolve
+        from rerankd.families import resolve
+        from rerankd.models import ModelSpec
 
         base = resolve(ModelSpec.parse(model))
     except (RerankError, ValueError) as exc:

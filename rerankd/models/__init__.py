@@ -1,6 +1,6 @@
-"""Naming models and finding their files."""
+"""Naming models and finding their files (which family serves them: rerankd.families)."""
 
-from rerankd.models.resolve import resolve, weights_hash
+from rerankd.models.locate import locate, weights_hash
 from rerankd.models.spec import ModelSpec, ResolvedModel
 
-__all__ = ["ModelSpec", "ResolvedModel", "resolve", "weights_hash"]
+__all__ = ["ModelSpec", "ResolvedModel", "locate", "weights_hash"]

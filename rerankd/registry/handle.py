@@ -18,7 +18,7 @@ from typing import Any
 
 from rerankd.batching import DynamicBatcher
 from rerankd.calibration.model import Calibration
-from rerankd.engine import Engine
+from rerankd.engine.engine import Engine
 from rerankd.engine.tokenize import Sequence
 from rerankd.errors import NotReady
 from rerankd.registry.spec import Registration

@@ -14,11 +14,12 @@ from rerankd.batching import BatchObserver, DynamicBatcher
 from rerankd.calibration.attach import find as find_calibration
 from rerankd.calibration.model import Calibration
 from rerankd.config import Settings
-from rerankd.engine import Engine, EngineOptions, load_engine
+from rerankd.engine import EngineOptions
+from rerankd.engine.engine import Engine, load_engine
 from rerankd.engine.identity import cache_identity
 from rerankd.engine.options import default_batch_tokens
 from rerankd.engine.tokenize import Sequence
-from rerankd.models import resolve
+from rerankd.families import resolve
 from rerankd.registry.handle import ModelHandle, Placement
 
 logger = logging.getLogger(__name__)

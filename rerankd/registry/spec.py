@@ -122,7 +122,7 @@ class Registration(BaseModel):
 
     @property
     def source(self) -> str:
-        """What `rerankd.models.resolve` is given: the local directory first, else the hub id."""
+        """What `rerankd.families.resolve` is given: the local directory first, else the hub id."""
         if self.model_uri:
             uri = self.model_uri
             return uri.removeprefix("file://") if uri.startswith("file://") else uri

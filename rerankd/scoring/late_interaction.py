@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -36,11 +35,11 @@ from rerankd.cache import (
     InvalidCached,
     embedding_key,
 )
-from rerankd.documents import Loaded, TextDocument
 from rerankd.engine.plan import LongDocPolicy
-from rerankd.errors import InvalidInput
-from rerankd.families.colbert import maxsim
+from rerankd.families.base import ModelFamily
+from rerankd.families.colbert import Colbert, maxsim
 from rerankd.metrics import Metrics
+from rerankd.scoring.base import Scored, ScoringJob, ScoringKind, Target, text_of
 
 
 @dataclass(frozen=True)
@@ -98,12 +97,9 @@ TOKEN_VECTORS: Codec[TokenVectors] = Codec(
 VectorCache = Cache[TokenVectors]
 
 
-class LateInteractionFamily(Protocol):
-    """What this path asks of a family (rerankd.families.colbert.Colbert)."""
-
-    def query_item(self, query: str) -> Any: ...
-
-    def document_items(self, documents: list[str], policy: LongDocPolicy) -> list[list[Any]]: ...
+def late_family(family: ModelFamily) -> Colbert:
+    assert isinstance(family, Colbert), "the late-interaction path needs a ColBERT family"
+    return family
 
 
 def best_chunk(query: np.ndarray, document: TokenVectors) -> float:
@@ -111,37 +107,19 @@ def best_chunk(query: np.ndarray, document: TokenVectors) -> float:
     return max(maxsim(query, chunk) for chunk in document.chunks)
 
 
-@dataclass(frozen=True)
-class LateScored:
-    raw: np.ndarray  # one raw score per distinct document
-    tokens: int  # tokens run through the model (the query and the documents not cached)
-    cached: int  # distinct documents whose vectors came from the cache
-
-
-Submit = Callable[[list[Any]], Awaitable[np.ndarray]]
-
-
-class LateInteractionScorer:
+class LateInteractionPath:
     """Reads and writes the token-vector cache, encodes what is missing, scores by MaxSim."""
+
+    kind: ScoringKind = "late_interaction"
 
     def __init__(self, cache: VectorCache | None, metrics: Metrics | None) -> None:
         self.cache = cache
         self.metrics = metrics
 
-    async def score(
-        self,
-        *,
-        model: str,
-        identity: tuple[object, ...],
-        family: LateInteractionFamily,
-        query: Loaded,
-        documents: list[Loaded],
-        policy: LongDocPolicy,
-        instruction: str | None,
-        submit: Submit,
-        admit: Callable[[int], None],
-    ) -> LateScored:
-        inputs = (*policy.cache_key(), instruction)
+    async def score(self, target: Target, job: ScoringJob) -> Scored:
+        family = late_family(target.family)
+        model, identity, inputs = target.name, target.identity, job.inputs()
+        query, documents, policy = job.query, job.loaded, job.policy
         keys = [embedding_key(identity, inputs, "query", query.digest)] + [
             embedding_key(identity, inputs, "document", d.digest) for d in documents
         ]
@@ -151,13 +129,13 @@ class LateInteractionScorer:
         missing = [i for i in range(len(documents)) if found[i + 1] is None]
         tokens = 0
         if found[0] is None or missing:
-            texts = [_text(documents[i]) for i in missing]
-            admit(_estimate(_text(query), texts, found[0] is None))
+            texts = [text_of(documents[i]) for i in missing]
+            target.admit(_estimate(text_of(query), texts, found[0] is None))
             encode_query = found[0] is None
             items, owners = await asyncio.to_thread(
-                _plan, family, _text(query), texts, policy, encode_query
+                _plan, family, text_of(query), texts, policy, encode_query
             )
-            rows = await submit(items)
+            rows = await target.submit(items)
             tokens = sum(len(item) for item in items)
             grouped: dict[int, list[np.ndarray]] = {}
             for row, owner in zip(rows, owners, strict=True):
@@ -177,7 +155,7 @@ class LateInteractionScorer:
             [best_chunk(query_rows, vectors) for vectors in found[1:] if vectors is not None],
             dtype=np.float64,
         )
-        return LateScored(raw=raw, tokens=tokens, cached=len(documents) - len(missing))
+        return Scored(raw=raw, tokens=tokens, cached=len(documents) - len(missing))
 
     def _count(self, model: str, queries: int, documents: int) -> None:
         if self.metrics is None:
@@ -189,7 +167,7 @@ class LateInteractionScorer:
 
 
 def _plan(
-    family: LateInteractionFamily,
+    family: Colbert,
     query: str,
     documents: list[str],
     policy: LongDocPolicy,
@@ -208,9 +186,3 @@ def _estimate(query: str, documents: list[str], with_query: bool) -> int:
     """A cheap token estimate from characters, before tokenizing."""
     chars = (len(query) if with_query else 0) + sum(len(d) for d in documents)
     return int(chars / CHARS_PER_TOKEN) + 1
-
-
-def _text(document: Loaded) -> str:
-    if not isinstance(document, TextDocument):
-        raise InvalidInput(f"this model reads text only, not an {document.kind}")
-    return document.text

@@ -12,26 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from rerankd.admission import estimate_tokens
 from rerankd.cache import ScoreCache, score_key
-from rerankd.documents import Loaded, TextDocument
-from rerankd.engine.plan import LongDocPolicy
-from rerankd.errors import InvalidInput
+from rerankd.documents import Loaded
 from rerankd.families.base import ModelFamily
 from rerankd.families.listwise import ListwiseFamily
-
-
-@dataclass(frozen=True)
-class ListScored:
-    raw: np.ndarray  # one raw score per distinct document (float64)
-    tokens: int  # tokens run through the model (0 when the cache answered)
-    cached: int  # documents answered from the cache (all or none)
+from rerankd.scoring.base import Scored, ScoringJob, ScoringKind, Target, chars, text_of
 
 
 def list_digest(documents: list[Loaded]) -> str:
@@ -40,53 +29,45 @@ def list_digest(documents: list[Loaded]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def _text(document: Loaded) -> str:
-    if not isinstance(document, TextDocument):
-        raise InvalidInput(f"this model reads text only, not an {document.kind}")
-    return document.text
+def listwise_family(family: ModelFamily) -> ListwiseFamily:
+    assert isinstance(family, ListwiseFamily), "the listwise path needs a ListwiseFamily"
+    return family
 
 
-def _chars(document: Loaded) -> int:
-    return len(document.text) if isinstance(document, TextDocument) else 0
-
-
-class ListwiseScorer:
+class ListwisePath:
     """Scores a request's distinct documents with a listwise family, through the score cache."""
+
+    kind: ScoringKind = "listwise"
 
     def __init__(self, cache: ScoreCache | None) -> None:
         self.cache = cache
 
-    async def score(
-        self,
-        *,
-        identity: tuple[object, ...],
-        inputs: tuple[object, ...],
-        family: ModelFamily,
-        max_length: int,
-        query: Loaded,
-        documents: list[Loaded],
-        policy: LongDocPolicy,
-        instruction: str | None,
-        submit: Callable[[list[Any]], Awaitable[np.ndarray]],
-        admit: Callable[[int], None],
-    ) -> ListScored:
-        """`inputs`: everything besides the texts a score depends on (policy, instruction)."""
-        assert isinstance(family, ListwiseFamily), "the listwise path needs a ListwiseFamily"
-        whole = ("listwise", inputs, list_digest(documents))
+    async def score(self, target: Target, job: ScoringJob) -> Scored:
+        family = listwise_family(target.family)
+        query, documents, policy = job.query, job.loaded, job.policy
+        whole = ("listwise", job.inputs(), list_digest(documents))
         keys = [
-            score_key(identity, (*whole, i), query.digest, d.digest)
+            score_key(target.identity, (*whole, i), query.digest, d.digest)
             for i, d in enumerate(documents)
         ]
         found = await self.cache.get_many(keys) if self.cache else [None] * len(keys)
         if found and all(value is not None for value in found):
-            return ListScored(np.asarray(found, dtype=np.float64), 0, len(documents))
+            return Scored(np.asarray(found, dtype=np.float64), 0, len(documents))
         chunks = policy.max_chunks_per_doc if policy.strategy == "chunk" else 1
         # Refuse an overloaded request before paying for its tokenization.
-        admit(estimate_tokens(_chars(query), (_chars(d) for d in documents), max_length, chunks))
-        plan = await asyncio.to_thread(
-            family.plan_blocks, _text(query), [_text(d) for d in documents], policy, instruction
+        target.admit(
+            estimate_tokens(
+                chars(query), (chars(d) for d in documents), target.engine.max_length, chunks
+            )
         )
-        raw = family.combine(await submit(plan.blocks), plan)
+        plan = await asyncio.to_thread(
+            family.plan_blocks,
+            text_of(query),
+            [text_of(d) for d in documents],
+            policy,
+            job.instruction,
+        )
+        raw = family.combine(await target.submit(plan.blocks), plan)
         if self.cache:
             await self.cache.set_many({key: float(s) for key, s in zip(keys, raw, strict=True)})
-        return ListScored(raw, plan.tokens, 0)
+        return Scored(raw, plan.tokens, 0)

@@ -1,8 +1,10 @@
-"""Find a model's files on local disk, never hanging when the hub cannot be reached."""
+"""Find a model's files on local disk, never hanging when the hub cannot be reached.
+
+Only the files: which family serves them is `rerankd.families.resolve`'s question.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -19,8 +21,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*_Dense/*"]
 
 
-def resolve(spec: ModelSpec) -> ResolvedModel:
-    """Resolve a spec to a local directory: built-in, local path, hub cache, then hub download."""
+def locate(spec: ModelSpec) -> ResolvedModel:
+    """A spec's local directory (built-in, local path, hub cache, then hub download) with its
+    config and revision; its family is not known yet (empty)."""
     if spec.source in BUILTIN_NAMES:
         path, revision = _builtin_path(), None
     elif Path(spec.source).expanduser().is_dir():
@@ -29,10 +32,8 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
     else:
         check_source(spec)  # a missing path or a malformed id: said so, nothing downloaded
         path, revision = _from_hub(spec)
-    from rerankd.families import family_class  # families import engine code that imports us
-
     config = _read_json(path / "config.json")
-    found = ResolvedModel(
+    return ResolvedModel(
         name=spec.name,
         source=spec.source,
         path=path,
@@ -42,7 +43,6 @@ def resolve(spec: ModelSpec) -> ResolvedModel:
         instruction=spec.instruction,
         family_options=dict(spec.family_options),
     )
-    return dataclasses.replace(found, family=family_class(found, spec.family).name)
 
 
 def weights_hash(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Scoring with a bi-encoder through the embedding cache.
+"""The embedding path: bi-encoders and CLIP/SigLIP, through the embedding cache.
 
 A bi-encoder embeds the query and each document apart, so a document's embedding does not
 depend on the query: computed once, it serves every later query. This path looks up the
@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 
 from rerankd.cache import EmbeddingCache, embedding_key
 from rerankd.documents import Loaded
-from rerankd.engine.plan import ScoringPlan
+from rerankd.families.base import EmbeddingFamily, ModelFamily
 from rerankd.images import ImageLoader
 from rerankd.metrics import Metrics
+from rerankd.scoring.base import Scored, ScoringJob, ScoringKind, Target
 from rerankd.throttle import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
-Combine = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
-
-class Submit(Protocol):
-    async def __call__(self, items: list[Any]) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class Embedded:
-    raw: np.ndarray  # one raw score per distinct document
-    tokens: int  # tokens (text) and patches (images) run through the model
-    cached: int  # distinct documents whose embedding came from the cache
+def embedding_family(family: ModelFamily) -> EmbeddingFamily:
+    """The family as one that embeds texts apart (what dense retrieval needs), or a refusal."""
+    if not isinstance(family, EmbeddingFamily):
+        raise ValueError(
+            f"{family.model.name} is not a bi-encoder; candidates need an embedding model"
+        )
+    return family
 
 
 def split(plan_owners: np.ndarray, outputs: np.ndarray, count: int) -> list[np.ndarray]:
@@ -53,29 +47,24 @@ def stack(query: np.ndarray, documents: list[np.ndarray]) -> tuple[np.ndarray, n
     return np.concatenate([query, *documents]), owners
 
 
-class EmbeddingScorer:
-    def __init__(self, cache: EmbeddingCache | None, images: ImageLoader, metrics: Metrics) -> None:
+class EmbeddingPath:
+    kind: ScoringKind = "embedding"
+
+    def __init__(
+        self, cache: EmbeddingCache | None, images: ImageLoader, metrics: Metrics | None
+    ) -> None:
         self.cache = cache
         self.images = images
         self.metrics = metrics
         self._widths: dict[tuple[object, ...], int] = {}  # each model's embedding width
         self._width_log = ThrottledLog(logger)
 
-    async def score(
-        self,
-        *,
-        model: str,
-        identity: tuple[object, ...],
-        inputs: tuple[object, ...],
-        query: Loaded,
-        documents: list[tuple[int, Loaded]],
-        plan: Callable[[Loaded, list[Loaded]], ScoringPlan],
-        submit: Submit,
-        combine: Combine,
-    ) -> Embedded:
-        """`documents` are the distinct ones with their first index in the request; `plan`
-        (run in a worker thread) puts the query first with owner -1; `combine` is the
-        family's rule from (embeddings, owners) to one raw score per document."""
+    async def score(self, target: Target, job: ScoringJob) -> Scored:
+        """The family's plan (run in a worker thread) puts the query first with owner -1;
+        its `combine_rows` turns (embeddings, owners) into one raw score per document."""
+        family = embedding_family(target.family)
+        model, identity, inputs = target.name, target.identity, job.inputs()
+        query, documents, engine = job.query, job.documents, target.engine
         keys = [embedding_key(identity, inputs, "query", query.digest)] + [
             embedding_key(identity, inputs, "document", d.digest) for _, d in documents
         ]
@@ -92,11 +81,13 @@ class EmbeddingScorer:
             if found[0] is not None and not missing:
                 break
             todo = await self.images.decode_request(query, [documents[i] for i in missing])
-            built = await asyncio.to_thread(plan, todo[0], todo[1:])
+            built = await asyncio.to_thread(
+                engine.plan, todo[0], todo[1:], job.policy, job.instruction, job.options
+            )
             items, owners = built.sequences, built.owners
             keep = owners >= 0 if found[0] is not None else np.ones(len(owners), dtype=bool)
             run = [item for item, kept in zip(items, keep, strict=True) if kept]
-            outputs = await submit(run)
+            outputs = await target.submit(run)
             tokens += sum(len(item) for item in run)
             rows = split(owners[keep], outputs, len(missing))
             fresh: dict[str, np.ndarray] = {}
@@ -115,8 +106,8 @@ class EmbeddingScorer:
         query_row = found[0]
         assert query_row is not None
         outputs, owners = stack(query_row, [row for row in found[1:] if row is not None])
-        return Embedded(
-            raw=combine(outputs, owners, len(documents)),
+        return Scored(
+            raw=family.combine_rows(outputs, owners, len(documents)),
             tokens=tokens,
             cached=len(from_cache),
         )
@@ -133,11 +124,13 @@ class EmbeddingScorer:
         kept = [row if row is not None and row.shape[1] == expected else None for row in found]
         dropped = sum(row is not None for row in found) - sum(row is not None for row in kept)
         if dropped:
-            self.metrics.cache_invalid.labels("embedding").inc(dropped)
+            if self.metrics is not None:
+                self.metrics.cache_invalid.labels("embedding").inc(dropped)
             self._width_log.warn(
                 "%d cached embeddings of another width, treated as misses", dropped
             )
         return kept
 
     def _count(self, model: str, document: Loaded, count: int) -> None:
-        self.metrics.embedded.labels(model, document.kind).inc(count)
+        if self.metrics is not None:
+            self.metrics.embedded.labels(model, document.kind).inc(count)
