@@ -88,6 +88,34 @@ def test_onnx_export_is_cached_by_weights_hash(bert_model: Path, tmp_path: Path)
     assert (entry / "model.onnx").stat().st_mtime_ns == first
 
 
+def test_onnx_export_is_keyed_by_config_json_too(bert_model: Path, tmp_path: Path) -> None:
+    """Same weights, another config.json (a graph-changing field): a new export, not the old."""
+    import json
+    import shutil
+
+    from rerankd.engine.onnx_backend import cache_entry
+    from rerankd.families import resolve
+    from rerankd.models import ModelSpec
+
+    changed = tmp_path / "copy" / bert_model.name  # the same name: the same label
+    shutil.copytree(bert_model, changed)
+    config = json.loads((changed / "config.json").read_text())
+    assert config["hidden_act"] != "relu"
+    (changed / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    options = EngineOptions(backend="onnx", cache_dir=tmp_path / "cache")
+    original, variant = resolve(ModelSpec(str(bert_model))), resolve(ModelSpec(str(changed)))
+    assert original.revision == variant.revision  # the weights' hash alone cannot tell them apart
+    assert cache_entry(original, options) != cache_entry(variant, options)
+
+    pairs = [("capital of France", "Paris is in France"), ("apple", "a fruit")]
+    before = Reranker(bert_model, backend="onnx", cache_dir=options.cache_dir)
+    after = Reranker(changed, backend="onnx", cache_dir=options.cache_dir)
+    assert (cache_entry(variant, options) / "model.onnx").is_file()
+    expected = Reranker(changed, backend="torch").score(pairs, raw=True)
+    assert np.abs(after.score(pairs, raw=True) - expected).max() < 1e-4
+    assert np.abs(before.score(pairs, raw=True) - expected).max() > 1e-3  # relu tells
+
+
 def test_builtin_model_ranks_relevant_passages_first() -> None:
     import json
 

@@ -158,14 +158,24 @@ def card_scores(path: Path, pairs: list[tuple[str, str]], batch_size: int = 8) -
     return np.asarray(scores)
 
 
-@pytest.fixture(scope="module", params=[("avg", 1.0, 0), ("last", 2.0, 1)], ids=["avg", "last"])
-def nemotron(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pooling, temperature, seed = request.param
-    # A directory name that says nothing: the family is recognised from the config. Each
-    # model has its own weights: the ONNX export cache is keyed by the weight files' hash.
-    return build_nemotron(
-        tmp_path_factory.mktemp(f"nemotron-{pooling}") / "ckpt", pooling, temperature, seed
-    )
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The pooling variants: the same weights, told apart by config.json alone, so the ONNX
+    export cache must key them by config.json too (the weights' hash is the same)."""
+    from rerankd.models import weights_hash
+
+    # A directory name that says nothing: the family is recognised from the config.
+    built = {
+        pooling: build_nemotron(tmp_path_factory.mktemp("nemotron") / "ckpt", pooling, temp)
+        for pooling, temp in [("avg", 1.0), ("last", 2.0)]
+    }
+    assert len({weights_hash(path) for path in built.values()}) == 1
+    return built
+
+
+@pytest.fixture(params=["avg", "last"])
+def nemotron(request: pytest.FixtureRequest, variants: dict[str, Path]) -> Path:
+    return variants[request.param]
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])

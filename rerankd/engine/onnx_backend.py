@@ -2,7 +2,9 @@
 
 The model is exported once from the Hugging Face weights, graph-optimized with ONNX Runtime's
 transformer fusions, optionally quantized, and cached on disk under a key made from the
-weights' revision and the export settings, so every later start only opens the file.
+weights' revision, the other files the graph reads (config.json, module configs, tokenizer:
+`ResolvedModel.settings_hash`) and the export settings, so every later start only opens the
+file.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def cache_entry(model: ResolvedModel, options: EngineOptions) -> Path:
     key = json.dumps(
         {
             "revision": model.revision,
+            "settings": model.settings_hash,
             "family": model.family,
             "format": EXPORT_FORMAT,
             "opset": OPSET,

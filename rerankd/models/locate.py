@@ -17,6 +17,10 @@ from rerankd.models.missing import check_source, hub_failure, not_found
 from rerankd.models.spec import BUILTIN_NAMES, ModelSpec, ResolvedModel
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Files beside the weights that a family may read into the exported graph: config.json (e.g.
+# nemotron's pooling and temperature), module configs (1_Pooling, *_Dense, a LogitScore
+# module's token ids) and the tokenizer's (yes/no heads bake the answer tokens' ids in).
+_SETTINGS_SUFFIXES = (".json", ".txt", ".model")
 # Module folders: pooling (bi-encoders) and the projections of late-interaction models.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*_Dense/*"]
 
@@ -39,6 +43,7 @@ def locate(spec: ModelSpec) -> ResolvedModel:
         path=path,
         revision=revision or weights_hash(path),
         family="",
+        settings_hash=settings_hash(path),
         config=config,
         instruction=spec.instruction,
         family_options=dict(spec.family_options),
@@ -58,6 +63,25 @@ def weights_hash(path: Path) -> str:
         with file.open("rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def settings_hash(path: Path) -> str:
+    """A short content hash of the files beside the weights that shape the model's graph: its
+    JSON, text and sentencepiece files, at the top and one folder down (module folders)."""
+    digest = hashlib.sha256()
+    top = [p for p in path.iterdir() if not p.name.startswith(".")]
+    folders = sorted(p for p in top if p.is_dir())
+    files = sorted(p for p in top if p.is_file())
+    files += [p for folder in folders for p in sorted(folder.iterdir()) if p.is_file()]
+    for file in files:
+        if file.suffix not in _SETTINGS_SUFFIXES:
+            continue
+        data = file.read_bytes()
+        # Each file framed by its name and length, so content cannot shift between files.
+        name = file.relative_to(path).as_posix().encode()
+        digest.update(len(name).to_bytes(8, "big") + name + len(data).to_bytes(8, "big"))
+        digest.update(data)
     return "sha256:" + digest.hexdigest()[:16]
 
 

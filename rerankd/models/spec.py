@@ -65,13 +65,18 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model whose files are on local disk, with the revision that identifies its weights."""
+    """A model whose files are on local disk, with the revision that identifies its weights.
+
+    `settings_hash` identifies the other files its graph may depend on (config.json, module
+    configs, the tokenizer's): with the revision, the key of its ONNX export.
+    """
 
     name: str
     source: str
     path: Path
     revision: str
     family: str  # the name of the model family that serves it (`rerankd.families.FAMILIES`)
+    settings_hash: str
     config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     instruction: str | None = None  # the model's default instruction, if its family takes one
     # The model's defaults for its family's request fields (`ModelFamily.option_fields`).
