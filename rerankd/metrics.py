@@ -233,6 +233,13 @@ class Metrics:
         self.rejected = Counter(
             "rerankd_rejected_requests", "Requests refused before scoring.", ["reason"], registry=r
         )
+        self.registry_store_up = Gauge(
+            "rerankd_registry_store_up",
+            "1 while the shared desired state (Redis, or the SQLite file) answers this "
+            "process's poll, 0 while it does not (workers: the least).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.connections_closed = Counter(
             "rerankd_connections_closed",
             "Connections the server closed on a slow or silent client.",

@@ -177,12 +177,14 @@ def test_a_frozen_redis_leaves_loaded_models_served_and_the_fleet_reconverges(
     """SIGSTOP the Redis that holds the desired state, the rate limits and the shared cache:
     every process keeps answering reranks of the model it runs within 2 s (rate limits fail
     open, counted), /health stays 200 (the process serves) and a model nobody launched stays
-    404, a registry change is refused (503) rather than half-made; after SIGCONT a change
-    made through one process reaches all of them."""
+    404, a registry change is refused (503) rather than half-made, and
+    rerankd_registry_store_up says the store is down; after SIGCONT it is up again and a
+    change made through one process reaches all of them."""
     urls = [s.url for s in fleet.servers]
     for url in urls:
         assert rerank(url, "first").status_code == 200
     before = {url: get(f"{url}/metrics").text for url in urls}
+    assert all(metric(text, "rerankd_registry_store_up") == 1 for text in before.values())
     assert fleet.redis.process is not None
     pid = fleet.redis.process.pid
     answers: list[tuple[str, str, int, float]] = []  # (url, what, status, seconds)
@@ -218,8 +220,11 @@ def test_a_frozen_redis_leaves_loaded_models_served_and_the_fleet_reconverges(
         refused = register(urls[0], seed_spec(bert_model, model_name="while-frozen"), persist=True)
         for thread in threads:
             thread.join()
+        frozen = {url: get(f"{url}/metrics").text for url in urls}  # each poll has timed out
     finally:
         os.kill(pid, signal.SIGCONT)
+
+    assert all(metric(text, "rerankd_registry_store_up") == 0 for text in frozen.values())
 
     assert refused.status_code == 503, refused.text
     by_kind: dict[str, Counter[int]] = {}
@@ -238,6 +243,12 @@ def test_a_frozen_redis_leaves_loaded_models_served_and_the_fleet_reconverges(
             before[url], "rerankd_rate_limit_errors_total", failed
         ), "each failed rate-limit check is counted"
 
+    until(
+        lambda: all(
+            metric(get(f"{url}/metrics").text, "rerankd_registry_store_up") == 1 for url in urls
+        ),
+        "every process finds the store up again",
+    )
     name = "after-thaw"  # back: a change through one process reaches every process
     until(
         lambda: (

@@ -39,6 +39,7 @@ from rerankd.registry.cores import CoreBudget
 from rerankd.registry.desired import DesiredStore, Snapshot, StoredLaunch, StoreUnavailable
 from rerankd.registry.handle import ModelHandle, ModelState, Placement
 from rerankd.registry.loader import close_engines, give_memory_back, load_replicas
+from rerankd.registry.misses import MissMemo
 from rerankd.registry.spec import (
     LaunchRequest,
     Origin,
@@ -82,6 +83,11 @@ class ModelRegistry:
         self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._warned: set[str] = set()
         self._store_down_logged = 0.0
+        # Whether the store answered its last read (start-up, the poll, `sync`): while it is
+        # down, a request for a name not running here does not wait on it.
+        self._store_up = True
+        self._misses = MissMemo()  # names the store had no launch of, a second ago
+        self._store_reached(True)  # until a read says otherwise
 
     @property
     def desired(self) -> DesiredStore:
@@ -115,8 +121,10 @@ class ModelRegistry:
         self._import_legacy_file()
         try:
             snapshot = self.desired.snapshot()
+            self._store_reached(True)
         except StoreUnavailable as exc:
             snapshot = Snapshot(version=-1)
+            self._store_reached(False)
             self._problem(f"{exc.message}; starting without the shared registrations")
         self.problems.extend(snapshot.problems)
         for name, stored in snapshot.registrations.items():
@@ -564,6 +572,7 @@ class ModelRegistry:
     async def _refresh(self) -> None:
         """Apply the store's state if its version moved (the caller holds the change lock)."""
         version = await asyncio.to_thread(self.desired.version)
+        self._store_reached(True)
         if version == self._snapshot.version:
             return
         snapshot = await asyncio.to_thread(self.desired.snapshot)
@@ -599,6 +608,7 @@ class ModelRegistry:
                 previous = self._drain(handle)
                 asyncio.ensure_future(self._stop(handle, previous, RECONCILE))
         self._snapshot = snapshot
+        self._misses.clear()  # the state moved: a name missed a moment ago may be launched
 
     def _adopt_launches(self, snapshot: Snapshot) -> list[ModelHandle]:
         """Handles for the desired launches this process does not run yet (not loaded)."""
@@ -621,15 +631,25 @@ class ModelRegistry:
         return adopted
 
     def _desired_launch(self, name: str) -> StoredLaunch | None:
-        """A launch of `name` in the store (by uid or registration name) that is not here yet."""
+        """A launch of `name` in the store (by uid or registration name) that is not here yet.
+
+        The store is read (on the event loop: up to its timeout) only while it is up (a failed
+        read here or in the poll says it is down; the poll's next answer, that it is back), and
+        once a second at most for a name it had nothing for.
+        """
         for stored in self._snapshot.launches.values():
             if name in (stored.uid, stored.request.model_name):
                 return stored
+        if not self._store_up or self._misses.missed(name):
+            return None
         try:
             found = self.desired.launch(name)  # the poll may not have seen it yet
-        except StoreUnavailable:
-            return None
-        if found is not None and self._wake is not None:
+        except StoreUnavailable as exc:
+            self._store_down(exc)
+            found = None
+        if found is None:
+            self._misses.add(name)
+        elif self._wake is not None:
             loop, wake = self._wake
             loop.call_soon_threadsafe(wake.set)
         return found
@@ -643,8 +663,13 @@ class ModelRegistry:
             self._warned.add(message)
             self._problem(message)
 
+    def _store_reached(self, up: bool) -> None:
+        self._store_up = up
+        self.metrics.registry_store_up.set(1 if up else 0)
+
     def _store_down(self, exc: StoreUnavailable) -> None:
-        """At most one log line a minute while the store is down."""
+        """Requests stop reading the store; at most one log line a minute while it is down."""
+        self._store_reached(False)
         now = time.monotonic()
         if now - self._store_down_logged >= 60:
             self._store_down_logged = now
