@@ -54,6 +54,21 @@ def rerank(url: str, model: str) -> httpx.Response:
     return post(f"{url}/v1/rerank", json=body)
 
 
+def unread_retried(call: Callable[[], httpx.Response]) -> httpx.Response:
+    """`call`, once more if the server closed the connection before reading the request.
+
+    A worker that gunicorn retires closes the connections it accepted but has not read a
+    request from yet (uvicorn's graceful shutdown); the request never reached rerankd, so a
+    client (or a load balancer) sends it again. Anything else, a 503 included, is an answer.
+    """
+    try:
+        return call()
+    except httpx.RemoteProtocolError as exc:
+        if "without sending a response" not in str(exc):
+            raise
+        return call()
+
+
 def until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + BOUND
     while not condition():
@@ -349,30 +364,34 @@ def test_gunicorn_workers_share_the_registry_and_reload_without_503(
             while not done.is_set():
                 for model in ("first", uid):
                     try:
-                        response = rerank(url, model)
+                        response = unread_retried(lambda m=model: rerank(url, m))
                     except httpx.HTTPError as exc:
                         failures.append(f"{model}: {type(exc).__name__}")
                         continue
                     if response.status_code != 200:
                         failures.append(f"{model}: {response.status_code} {response.text}")
 
-        worker = threading.Thread(target=load)
+        # A daemon, stopped in `finally`: a failed assertion must not leave it looping (a
+        # non-daemon thread would keep pytest from exiting).
+        worker = threading.Thread(target=load, daemon=True)
         worker.start()
-        time.sleep(0.5)
-        old = set(pids)
-        process.send_signal(signal.SIGHUP)
-        fresh: set[int] = set()
+        try:
+            time.sleep(0.5)
+            old = set(pids)
+            process.send_signal(signal.SIGHUP)
+            fresh: set[int] = set()
 
-        def reloaded() -> bool:
-            pid = get(f"{url}/info").json()["pid"]
-            if pid not in old:
-                fresh.add(pid)
-            return len(fresh) == 2
+            def reloaded() -> bool:
+                pid = unread_retried(lambda: get(f"{url}/info")).json()["pid"]
+                if pid not in old:
+                    fresh.add(pid)
+                return len(fresh) == 2
 
-        until(reloaded, "two new workers after HUP")
-        time.sleep(0.5)
-        done.set()
-        worker.join()
+            until(reloaded, "two new workers after HUP")
+            time.sleep(0.5)
+        finally:
+            done.set()
+            worker.join(timeout=120)
         assert failures == [], failures[:5]
 
         assert delete(f"{url}/v1/models/{uid}").status_code == 200

@@ -58,7 +58,8 @@ def test_sigterm_under_load_loses_no_request(xlmr_model: Path, tmp_path: Path) -
         outcomes: list[Outcome] = []
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_client, args=(server, outcomes, stop)) for _ in range(CLIENTS)
+            threading.Thread(target=_client, args=(server, outcomes, stop), daemon=True)
+            for _ in range(CLIENTS)
         ]
         for thread in threads:
             thread.start()
