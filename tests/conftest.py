@@ -87,3 +87,46 @@ def jina_reranker_v3(model_root: Path) -> Path:
     from rerankd.devtools.synthetic_listwise import build_jina_reranker_v3
 
     return build_jina_reranker_v3(model_root / "tiny-jina-reranker-v3")
+
+
+from collections.abc import Iterator  # noqa: E402 (kept with the fixtures below: merges)
+
+from tests.server import ServerProcess, run_server  # noqa: E402
+
+
+# Servers shared across test files (issue 25: a server start costs seconds, most of the suite's
+# time). Only for tests that leave the server as they found it, or that change it under names
+# and bodies no other test uses; tests that need a pristine or a differently started server
+# start their own.
+@pytest.fixture(scope="session")
+def shared_builtin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The built-in model, long documents allowed 128 chunks (tests/test_serving.py's chunking
+    test; the playground's tests do not depend on it)."""
+    args = ["--model", "builtin", "--max-chunks-per-doc", "128"]
+    with run_server(args, log_dir=tmp_path_factory.mktemp("shared-builtin")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_bert_server(
+    bert_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The tiny BERT as "tiny-bert", at most 20 documents a request (tests/test_client.py's
+    413 test; tests/test_clients.py sends fewer)."""
+    args = ["--model", f"{bert_model}=tiny-bert", "--max-documents", "20"]
+    with run_server(args, log_dir=tmp_path_factory.mktemp("shared-bert")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_xlmr_server(
+    xlmr_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The tiny XLM-R with no cache (every request runs the model) and an 8192-token batch
+    budget filled for up to 5 ms (tests/test_serving.py's batching tests)."""
+    args = [
+        "--model", str(xlmr_model), "--cache-entries", "0",
+        "--max-batch-tokens", "8192", "--batch-wait-ms", "5",
+    ]  # fmt: skip
+    with run_server(args, log_dir=tmp_path_factory.mktemp("shared-xlmr")) as server:
+        yield server

@@ -41,10 +41,10 @@ def browser_paths() -> tuple[str, str]:
     pytest.skip("chromium and chromium-driver are not installed (make system-deps)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with run_server(["--model", "builtin"], log_dir=tmp_path_factory.mktemp("pg")) as running:
-        yield running
+@pytest.fixture
+def server(shared_builtin_server: ServerProcess) -> ServerProcess:
+    """The built-in model (shared with other files: these tests send passages of their own)."""
+    return shared_builtin_server
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -125,10 +124,9 @@ def test_the_log_names_the_flag_that_serves_bge_m3_once(builtin: ServerProcess) 
     assert found[0]["script"] == "Han"
 
 
-def test_a_multilingual_model_gets_no_warning(xlmr_model: Path, tmp_path: Path) -> None:
-    with run_server(["--model", str(xlmr_model)], log_dir=tmp_path) as server:
-        body = {"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}
-        response = httpx.post(server.url + "/rerank", json=body, timeout=60)
+def test_a_multilingual_model_gets_no_warning(shared_xlmr_server: ServerProcess) -> None:
+    body = {"query": CHINESE_QUERY, "documents": CHINESE_DOCUMENTS}
+    response = httpx.post(shared_xlmr_server.url + "/rerank", json=body, timeout=60)
     assert response.status_code == 200 and warnings_of(response) == []
 
 

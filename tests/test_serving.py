@@ -20,20 +20,11 @@ def rag_request(seed: int, count: int = 32) -> dict:
     return {"query": " ".join(rng.choices(WORDS, k=6)), "documents": documents}
 
 
-@pytest.fixture(scope="module")
-def batching_server(xlmr_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    args = [
-        "--model",
-        str(xlmr_model),
-        "--cache-entries",
-        "0",
-        "--max-batch-tokens",
-        "8192",
-        "--batch-wait-ms",
-        "5",
-    ]
-    with run_server(args, log_dir=tmp_path_factory.mktemp("batching")) as server:
-        yield server
+@pytest.fixture
+def batching_server(shared_xlmr_server: ServerProcess) -> ServerProcess:
+    """No cache, an 8192-token batch budget filled for up to 5 ms (shared with other files:
+    these tests read metric deltas, never totals)."""
+    return shared_xlmr_server
 
 
 async def _concurrent(url: str, bodies: list[dict]) -> tuple[list[dict], float, float]:
@@ -59,10 +50,22 @@ async def _concurrent(url: str, bodies: list[dict]) -> tuple[list[dict], float, 
     return [r.json() for r in responses], worst, load_seconds
 
 
+def batch_metrics(server: ServerProcess) -> tuple[float, float, float, float]:
+    """Batches so far, those of a single request, and their padded and real tokens."""
+    text = httpx.get(server.url + "/metrics").text
+    return (
+        metric(text, "rerankd_batch_requests_count"),
+        metric(text, "rerankd_batch_requests_bucket", 'le="1.0"'),
+        metric(text, "rerankd_batch_padded_tokens_sum"),
+        metric(text, "rerankd_batch_real_tokens_total"),
+    )
+
+
 def test_concurrent_requests_are_batched_together_without_changing_scores(
     batching_server: ServerProcess,
 ) -> None:
     bodies = [rag_request(seed) for seed in range(16)]
+    before = batch_metrics(batching_server)
     together, worst_ops_latency, load_seconds = asyncio.run(
         _concurrent(batching_server.url, bodies)
     )
@@ -70,12 +73,11 @@ def test_concurrent_requests_are_batched_together_without_changing_scores(
     # Relative, not a stopwatch: were inference blocking the event loop, a probe sent during
     # the load would wait for most of it.
     assert worst_ops_latency < load_seconds / 2, "inference must not block the event loop"
-    metrics = httpx.get(batching_server.url + "/metrics").text
-    batches = metric(metrics, "rerankd_batch_requests_count")
-    single_request_batches = metric(metrics, "rerankd_batch_requests_bucket", 'le="1.0"')
+    batches, single_request_batches, padded, real = (
+        after - earlier
+        for after, earlier in zip(batch_metrics(batching_server), before, strict=True)
+    )
     assert batches > 0 and single_request_batches < batches, "some batches should mix requests"
-    padded = metric(metrics, "rerankd_batch_padded_tokens_sum")
-    real = metric(metrics, "rerankd_batch_real_tokens_total")
     waste = padded / real
     print(f"padding waste on 16 x 32 mixed-length documents: {waste:.3f}")
     assert waste <= 1.15
@@ -151,11 +153,11 @@ def test_overload_gives_quick_429s_and_recovers(xlmr_model: Path, tmp_path: Path
         assert httpx.post(server.url + "/rerank", json=rag_request(99)).status_code == 200
 
 
-@pytest.fixture(scope="module")
-def builtin_server(tmp_path_factory: pytest.TempPathFactory):
-    args = ["--model", "builtin", "--max-chunks-per-doc", "128"]
-    with run_server(args, log_dir=tmp_path_factory.mktemp("builtin")) as server:
-        yield server
+@pytest.fixture
+def builtin_server(shared_builtin_server: ServerProcess) -> ServerProcess:
+    """The built-in model with up to 128 chunks a document (shared with other files: the cache
+    test sends a body no other test sends)."""
+    return shared_builtin_server
 
 
 def test_long_document_chunking_finds_a_late_relevant_passage(
@@ -229,8 +231,11 @@ def test_a_request_past_its_timeout_gets_504(xlmr_model: Path, tmp_path: Path) -
         response = httpx.post(server.url + "/rerank", json=slow, timeout=60)
         assert response.status_code == 504 and response.json()["error"]["type"] == "timeout_error"
         assert response.headers["retry-after"]
-        time.sleep(1)
+        deadline = time.monotonic() + 1  # the timed-out pairs leave the queue within 1 s
         text = httpx.get(server.url + "/metrics").text
+        while metric(text, "rerankd_queue_pairs") != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            text = httpx.get(server.url + "/metrics").text
         assert metric(text, "rerankd_queue_pairs") == 0
         assert metric(text, "rerankd_rejected_requests_total", 'reason="timeout"') == 1
         assert (
