@@ -26,11 +26,10 @@ from tests.test_clients import DOCUMENTS, MODEL, QUERY, assert_same_ranking, nat
 API_KEY = "client-secret"
 
 
-@pytest.fixture(scope="module")
-def server(bert_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = ["--model", f"{bert_model}={MODEL}", "--max-documents", "20"]
-    with run_server(args, log_dir=tmp_path_factory.mktemp("client")) as running:
-        yield running
+@pytest.fixture
+def server(shared_bert_server: ServerProcess) -> ServerProcess:
+    """The tiny BERT as MODEL, at most 20 documents a request (shared with other files)."""
+    return shared_bert_server
 
 
 @pytest.fixture(scope="module")

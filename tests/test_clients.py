@@ -54,11 +54,11 @@ DOCUMENTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(bert_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    log_dir = tmp_path_factory.mktemp("clients-server")
-    with run_server(["--model", f"{bert_model}={MODEL}"], log_dir=log_dir) as running:
-        yield running
+@pytest.fixture
+def server(shared_bert_server: ServerProcess) -> ServerProcess:
+    """The tiny BERT as MODEL (shared with other files; these tests send at most 20 documents,
+    its limit)."""
+    return shared_bert_server
 
 
 @pytest.fixture(scope="module")
