@@ -57,9 +57,23 @@ def calibration_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(calibration_file: Path, tmp_path_factory: pytest.TempPathFactory):
+def calibrated_model(bert_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny BERT with a calibration made for it beside its weights."""
+    model = tmp_path_factory.mktemp("beside") / "tiny-calibrated"
+    shutil.copytree(bert_model, model)
+    fitted_for(model, model / "calibration.json")
+    return model
+
+
+@pytest.fixture(scope="module")
+def server(
+    calibration_file: Path, calibrated_model: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """The built-in model with `--calibration` (the first model: what a request naming none
+    gets), and beside it a model whose calibration sits beside its weights."""
     tmp = tmp_path_factory.mktemp("served")
-    args = ["--model", "builtin", "--calibration", str(calibration_file), "--threads", "1"]
+    args = ["--model", "builtin", "--calibration", str(calibration_file), "--threads", "1",
+            "--model", str(calibrated_model), "--data-dir", str(tmp / "data")]  # fmt: skip
     with run_server(args, log_dir=tmp) as running:
         yield running
 
@@ -318,19 +332,20 @@ def test_a_calibration_for_other_weights_stops_the_start_naming_the_file(
 
 
 def test_beside_the_weights_and_as_a_registration_field(
-    calibration_file: Path, bert_model: Path, tmp_path: Path
-) -> None:
-    model = tmp_path / "tiny-calibrated"
-    shutil.copytree(bert_model, model)
-    beside = fitted_for(model, model / "calibration.json")
+    server: ServerProcess, calibration_file: Path, calibrated_model: Path, bert_model: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    beside = calibrated_model / "calibration.json"
     foreign = tmp_path / "foreign.json"
     shutil.copy(calibration_file, foreign)
-    args = ["--model", str(model), "--max-length", "64", "--data-dir", str(tmp_path / "data")]
-    with run_server(args, log_dir=tmp_path) as running, running.client() as http:
+    running = server
+    with running.client() as http:
         card = http.get("/v1/models/tiny-calibrated").json()
         assert card["calibration"]["file"] == str(beside)
         calibration = load_calibration(beside)
-        answer = http.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS}).json()
+        answer = http.post(
+            "/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": "tiny-calibrated"}
+        ).json()
         for r in answer["results"]:
             assert r["relevance_score"] == pytest.approx(calibration.apply(np.array([r["raw_score"]]))[0])  # fmt: skip
 
