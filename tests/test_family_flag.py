@@ -23,7 +23,7 @@ import pytest
 
 from rerankd import Reranker
 from tests.registry_helpers import launch, register, rerankd_cli, seed_spec
-from tests.server import ServerProcess, _wait_healthy, free_port, run_server
+from tests.server import ServerProcess, _wait_healthy, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 INSTRUCTION = "Given a legal question, retrieve the statutes that answer it"
@@ -61,17 +61,22 @@ def test_without_the_flag_the_plain_directory_is_refused_naming_the_flag(finetun
     assert "--family" in result.stderr
 
 
-def test_readme_family_example_serves_with_its_instruction(
-    finetune: Path, expected: np.ndarray, tmp_path: Path
-) -> None:
-    line = next(
+def readme_command() -> str:
+    return next(
         line
         for line in README.read_text(encoding="utf-8").splitlines()
         if line.startswith("rerankd serve --model ./my-qwen3-finetune")
     )
-    args = shlex.split(line.split("  #")[0])[2:]  # drop "rerankd serve"
+
+
+@pytest.fixture(scope="module")
+def readme_server(
+    finetune: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The README's `rerankd serve` line, run as written beside the model directory."""
+    args = shlex.split(readme_command().split("  #")[0])[2:]  # drop "rerankd serve"
     port = free_port()
-    log = tmp_path / "readme.log"
+    log = tmp_path_factory.mktemp("readme") / "readme.log"
     command = [sys.executable, "-m", "rerankd", "serve", *args, "--port", str(port)]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "RERANKD_THREADS": "1"}
     with log.open("wb") as sink:
@@ -81,21 +86,27 @@ def test_readme_family_example_serves_with_its_instruction(
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
     try:
         _wait_healthy(server, 120)
-        assert INSTRUCTION in line
-        # The model's default instruction (--instruction) is what a request without one runs.
-        np.testing.assert_allclose(served_scores(server.url), expected, atol=1e-6)
-        info = httpx.get(f"{server.url}/info", timeout=30).text
-        assert "qwen3-reranker" in info and INSTRUCTION in info
+        yield server
     finally:
         server.terminate()
         process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def server(finetune: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = ["--model", "builtin", "--threads", "1"]
-    with run_server(args, log_dir=tmp_path_factory.mktemp("family-flag")) as running:
-        yield running
+def test_readme_family_example_serves_with_its_instruction(
+    readme_server: ServerProcess, expected: np.ndarray
+) -> None:
+    assert INSTRUCTION in readme_command()
+    # The model's default instruction (--instruction) is what a request without one runs.
+    np.testing.assert_allclose(served_scores(readme_server.url), expected, atol=1e-6)
+    info = httpx.get(f"{readme_server.url}/info", timeout=30).text
+    assert "qwen3-reranker" in info and INSTRUCTION in info
+
+
+@pytest.fixture
+def server(readme_server: ServerProcess) -> ServerProcess:
+    """The registration tests' server: the README's (they register names of their own; a
+    request naming no model still gets the README's model, the first ready one)."""
+    return readme_server
 
 
 def test_a_registration_carries_its_family_and_instruction(
