@@ -90,8 +90,11 @@ def churn(url: str, pool: ThreadPoolExecutor) -> None:
 
     # Requests on the second model, in flight when it is terminated.
     in_flight = [pool.submit(rerank, url, "second", LONG[:12]) for _ in range(4)]
+    # Terminate once every request not yet answered is in flight on the model (one still on its
+    # way to the server when the model goes would get a 404, rightly, and fail the check below).
     for _ in range(3000):
-        if httpx.get(f"{url}/v1/models/second").json()["in_flight"] > 0:
+        in_flight_now = httpx.get(f"{url}/v1/models/second").json()["in_flight"]
+        if in_flight_now > 0 and in_flight_now >= sum(not f.done() for f in in_flight):
             break
         time.sleep(0.005)
     terminated = httpx.delete(f"{url}/v1/models/second", timeout=300)
