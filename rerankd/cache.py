@@ -45,8 +45,8 @@ def _key(*parts: object) -> str:
 def score_key(
     model_identity: tuple[object, ...], policy: tuple[object, ...], query: str, document: str
 ) -> str:
-    """model_identity = (name, revision, max_length); policy = the long-document settings;
-    query and document are content hashes."""
+    """model_identity = `rerankd.engine.identity.cache_identity`; policy = the long-document
+    settings; query and document are content hashes."""
     return _key(model_identity, policy, query, document)
 
 

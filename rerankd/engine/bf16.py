@@ -4,8 +4,9 @@ Where the CPU's flags show a bf16 unit, `--dtype bfloat16` runs the torch weight
 (oneDNN's AMX/AVX512_BF16 kernels); elsewhere the options refuse it, since emulated bf16 is
 slower than fp32. Before bf16 serves, the probe set (`quantize_probe.probe_set()`) is scored
 in fp32 and in bf16: below `quantize.MIN_SPEARMAN` or above `quantize.MAX_DEVIATION` bf16 is
-refused loudly and fp32 is served. The verdict is cached per weights, family, max_length and
-CPU bf16 flags, so only the first start pays for the check.
+refused loudly and fp32 is served. The verdict is cached per weights, settings files
+(config.json, tokenizer: `ResolvedModel.settings_hash`), family, max_length and CPU bf16
+flags, so only the first start pays for the check.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def record_path(family: ModelFamily, options: EngineOptions) -> Path:
     key = json.dumps(
         {
             "revision": model.revision,
+            "settings": model.settings_hash,
             "family": family.name,
             "max_length": family.limits.max_length,
             "flags": sorted(cpu_flags() & BF16_FLAGS),

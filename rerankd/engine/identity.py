@@ -1,9 +1,10 @@
 """What a loaded model's cached scores and vectors are keyed by: everything that changes them.
 
 Processes that share a Redis cache may serve the same weights differently (an int8 pod next to
-an fp32 pod, a longer `max_length`, a GPU in fp16): a score one of them cached must never be
-served by another that would have computed a different one. The request's own inputs
-(instruction, truncation and chunking policy) are added by the scoring path.
+an fp32 pod, a longer `max_length`, a GPU in fp16, another config.json or tokenizer): a score
+one of them cached must never be served by another that would have computed a different one.
+The request's own inputs (instruction, truncation and chunking policy) are added by the
+scoring path.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from pathlib import Path
 from rerankd.engine.engine import Engine
 
 # Bump when the meaning of an identity changes, so entries cached under the old one are unused.
-IDENTITY_VERSION = 2
+IDENTITY_VERSION = 3  # 3: the settings files' hash
 
 
 def cache_identity(engine: Engine) -> tuple[object, ...]:
-    """(version, name, weights revision or hash, family, max_length, backend, device kind,
-    dtype served, int8 scheme): the dtype is the one actually served (an int8 request the
-    accuracy probe refused serves fp32), and the int8 scheme is the CPU class its file was
-    tuned for."""
+    """(version, name, weights revision or hash, settings files' hash, family, max_length,
+    backend, device kind, dtype served, int8 scheme). The settings hash covers config.json,
+    module configs and tokenizer files (`ResolvedModel.settings_hash`): the same weights under
+    another pooling, temperature or vocabulary score differently. The dtype is the one
+    actually served (an int8 request the accuracy probe refused serves fp32), and the int8
+    scheme is the CPU class its file was tuned for."""
     model, options = engine.model, engine.options
     dtype: str = getattr(engine.backend, "served_dtype", options.dtype)  # bf16 may be refused
     scheme: str | None = None
@@ -34,6 +37,7 @@ def cache_identity(engine: Engine) -> tuple[object, ...]:
         IDENTITY_VERSION,
         model.name,
         model.revision,
+        model.settings_hash,
         model.family,
         engine.max_length,
         options.backend,

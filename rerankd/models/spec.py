@@ -68,7 +68,8 @@ class ResolvedModel:
     """A model whose files are on local disk, with the revision that identifies its weights.
 
     `settings_hash` identifies the other files its graph may depend on (config.json, module
-    configs, the tokenizer's): with the revision, the key of its ONNX export.
+    configs, the tokenizer's): with the revision, it keys its ONNX export, its cached scores
+    and vectors (`rerankd.engine.identity`) and its bf16 verdict.
     """
 
     name: str
