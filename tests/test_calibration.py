@@ -3,6 +3,7 @@ monotone (the ranking cannot change), the file reads back, and bad files are ref
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_calibration_lowers_held_out_ece_and_writes_a_small_versioned_file(
     builtin_calibration: Path,
 ) -> None:
     data = json.loads(builtin_calibration.read_text())
-    assert data["format"] == "rerankd-calibration" and data["version"] == 1
+    assert data["format"] == "rerankd-calibration" and data["version"] == 2
     assert data["method"] in ("platt", "isotonic") and data["score"] == "raw"
     assert data["model"]["family"] == "bi-encoder" and data["model"]["revision"].startswith(
         "sha256:"
@@ -147,7 +148,7 @@ def test_fit_refuses_scores_that_fall_with_relevance() -> None:
     labels = rng.integers(0, 2, 400)
     raw = -labels * 3.0 + rng.normal(0, 0.1, 400)
     data = Labeled(raw, 1 / (1 + np.exp(-raw)), labels, np.arange(400) // 10)
-    identity = ModelIdentity("m", "r", "cross-encoder")
+    identity = ModelIdentity("m", "r", "cross-encoder", "s")
     with pytest.raises(ValueError, match="do not rise"):
         fit(data, identity, methods=("platt",))
     iso = fit(data, identity, methods=("isotonic",)).calibration  # flat, but never reversed
@@ -161,7 +162,7 @@ def test_fit_refuses_scores_that_fall_with_relevance() -> None:
         (lambda d: {**d, "format": "other"}, "'format'"),
         (lambda d: {**d, "version": 99}, "version 99"),
         (lambda d: {**d, "method": "temperature"}, "'method'"),
-        (lambda d: {**d, "model": {"name": "x"}}, "name the weights"),
+        (lambda d: {**d, "model": {"name": "x"}}, "name the model"),
         (lambda d: {**d, "method": "platt", "parameters": {"a": -1.0, "b": 0.0}}, "reverse"),
         (lambda d: {**d, "method": "platt", "parameters": {"a": "1", "b": 0.0}}, "finite"),
         (lambda d: {**d, "method": "isotonic", "parameters": {"x": [0, 0], "y": [0, 1]}},
@@ -186,11 +187,31 @@ def test_malformed_files_are_refused_naming_the_file(
 
 def test_a_calibration_for_other_weights_is_refused(builtin_calibration: Path) -> None:
     calibration = load_calibration(builtin_calibration)
-    same = ModelIdentity("renamed", calibration.model.revision, calibration.model.family)
+    same = dataclasses.replace(calibration.model, name="renamed")
     assert check_for(calibration, same) is calibration  # a served name is not the weights
-    other = ModelIdentity("tiny-bert", "sha256:0123456789abcdef", "cross-encoder")
+    # The same weights with other settings files (a pooling, a temperature): another scale.
+    retuned = dataclasses.replace(calibration.model, settings="sha256:0123456789abcdef")
+    with pytest.raises(CalibrationError, match="settings sha256:0123456789abcdef"):
+        check_for(calibration, retuned)
+    other = ModelIdentity("tiny-bert", "sha256:0123456789abcdef", "cross-encoder", "s")
     with pytest.raises(CalibrationError, match="not for tiny-bert") as caught:
         check_for(calibration, other)
     assert str(builtin_calibration) in str(caught.value)
     with pytest.raises(CalibrationError, match="no such file"):
         load_calibration(builtin_calibration.parent / "missing.json")
+
+
+def test_files_written_beside_the_weights_keep_the_settings_hash(tmp_path: Path) -> None:
+    """A calibration (or a fine-tuning summary) beside the weights must not change the identity
+    it is checked against; a config change must."""
+    from rerankd.calibration.model import FILENAME
+    from rerankd.finetune.card import SUMMARY
+    from rerankd.models import settings_hash
+
+    (tmp_path / "config.json").write_text('{"hidden_act": "gelu"}')
+    before = settings_hash(tmp_path)
+    (tmp_path / FILENAME).write_text("{}")
+    (tmp_path / SUMMARY).write_text("{}")
+    assert settings_hash(tmp_path) == before
+    (tmp_path / "config.json").write_text('{"hidden_act": "relu"}')
+    assert settings_hash(tmp_path) != before

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rerankd.calibration import load_calibration
+from rerankd.calibration.attach import identity_of
 from rerankd.calibration.fit import Labeled, fit
-from rerankd.calibration.model import ModelIdentity
 from rerankd.cli import app
 from rerankd.client import Client
 from rerankd.evaluation.synthetic import keyword_task, vocabulary, write_jsonl
@@ -302,7 +302,7 @@ def fitted_for(model: Path, path: Path) -> Path:
     labels = rng.integers(0, 2, 200)
     raw = labels + rng.normal(0, 1, 200)
     data = Labeled(raw, 1 / (1 + np.exp(-raw)), labels, np.arange(200) // 10)
-    identity = ModelIdentity(resolved.name, resolved.revision, resolved.family)
+    identity = identity_of(resolved)
     fit(data, identity, methods=("platt",)).calibration.save(path)
     return path
 

@@ -19,6 +19,7 @@ from tests.registry_helpers import launch, register, seed_spec
 from tests.server import ServerProcess, free_port, run_server
 
 ADMIN = "admin-key-for-hardening-tests"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
 ROUTES = {
     "/rerank": {"query": "q", "documents": ["a", "b"]},
     "/v1/rerank": {"query": "q", "documents": ["a", "b"]},
@@ -47,6 +48,8 @@ def server(roots: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     tmp = tmp_path_factory.mktemp("hardening")
     args = ["--model", f"{roots / 'bert'}=first", "--max-length", "64"]
     args += ["--data-dir", str(tmp / "data"), "--model-roots", str(roots)]
+    # Admin keys close the registry to anonymous callers: the registry tests below send ADMIN.
+    args += ["--admin-keys", ADMIN]
     with run_server(args, log_dir=tmp) as running:
         yield running
 
@@ -88,22 +91,25 @@ def test_lone_surrogates_in_registrations_are_refused(
     response = httpx.post(
         server.url + "/v1/model_registrations/rerank",
         content=raw,
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **AUTH},
     )
     assert response.status_code in (400, 422), response.text
     assert "surrogate" in response.text
     # Nothing was kept: listings and persisted registrations still work.
-    listed = httpx.get(server.url + "/v1/model_registrations/rerank?detailed=true")
+    listed = httpx.get(server.url + "/v1/model_registrations/rerank?detailed=true", headers=AUTH)
     assert listed.status_code == 200
     assert f"bad-{field}" not in listed.text
-    ok = register(server.url, seed_spec(roots / "bert", model_name=f"ok-{field}"), persist=True)
+    spec = seed_spec(roots / "bert", model_name=f"ok-{field}")
+    ok = register(server.url, spec, persist=True, key=ADMIN)
     assert ok.status_code == 200, ok.text
 
 
 def test_registration_field_lengths_and_family(server: ServerProcess, roots: Path) -> None:
-    long = register(server.url, seed_spec(roots / "bert", model_name="long", type="x" * 5000))
+    spec = seed_spec(roots / "bert", model_name="long", type="x" * 5000)
+    long = register(server.url, spec, key=ADMIN)
     assert long.status_code in (400, 422) and "at most" in long.text
-    family = register(server.url, seed_spec(roots / "bert", model_name="fam", family="nope"))
+    spec = seed_spec(roots / "bert", model_name="fam", family="nope")
+    family = register(server.url, spec, key=ADMIN)
     assert family.status_code in (400, 422) and "family" in family.text
 
 
@@ -116,7 +122,8 @@ def test_model_uri_only_under_the_roots(server: ServerProcess, roots: Path) -> N
         "relative": "../..",
         "link": str(roots / "escape"),
     }.items():
-        response = register(server.url, seed_spec(roots / "bert", model_name=name, model_uri=uri))
+        spec = seed_spec(roots / "bert", model_name=name, model_uri=uri)
+        response = register(server.url, spec, key=ADMIN)
         assert response.status_code == 400, (name, response.text)
         answers[name] = response.json()["error"]["message"]
     # The same words whether or not the path outside exists.
@@ -125,19 +132,22 @@ def test_model_uri_only_under_the_roots(server: ServerProcess, roots: Path) -> N
 
 
 def test_a_fifo_in_the_model_directory_is_never_opened(server: ServerProcess, roots: Path) -> None:
-    response = register(server.url, seed_spec(roots / "fifo-model", model_name="fifo"))
+    response = register(server.url, seed_spec(roots / "fifo-model", model_name="fifo"), key=ADMIN)
     assert response.status_code == 400
     assert "model.bin" in response.text and "not a regular file" in response.text
     # The loader is free: a good model still launches.
-    assert register(server.url, seed_spec(roots / "bert", model_name="good")).status_code == 200
-    launched = launch(server.url, "good")
+    good = register(server.url, seed_spec(roots / "bert", model_name="good"), key=ADMIN)
+    assert good.status_code == 200
+    launched = launch(server.url, "good", key=ADMIN)
     assert launched.status_code == 200 and launched.json()["state"] == "ready"
 
 
 def test_health_says_no_model_is_served_after_the_last_terminate(
     roots: Path, tmp_path: Path
 ) -> None:
-    args = ["--model", f"{roots / 'bert'}=only", "--max-length", "64"]
+    """Also the open registry beyond loopback: `--open-registry` lets anyone terminate."""
+    args = ["--model", f"{roots / 'bert'}=only", "--max-length", "64", "--host", "0.0.0.0"]
+    args += ["--open-registry"]
     with run_server(args, log_dir=tmp_path) as running:
         assert httpx.delete(f"{running.url}/v1/models/only", timeout=60).status_code == 200
         health = httpx.get(running.url + "/health")
@@ -146,7 +156,8 @@ def test_health_says_no_model_is_served_after_the_last_terminate(
 
 
 def test_registry_and_info_beyond_loopback(roots: Path, tmp_path: Path) -> None:
-    """Listening on every address with no credential: the registry is closed, /info terse."""
+    """Listening on every address with no credential: the registry is closed, /info terse.
+    (`--open-registry` opens it: see the test of /health after the last terminate.)"""
     args = ["--model", f"{roots / 'bert'}=first", "--max-length", "64", "--host", "0.0.0.0"]
     with run_server(args, log_dir=tmp_path) as running:
         deleted = httpx.delete(f"{running.url}/v1/models/first")
@@ -158,27 +169,23 @@ def test_registry_and_info_beyond_loopback(roots: Path, tmp_path: Path) -> None:
         assert httpx.get(running.url + "/health").json()["model_loaded"] is True
         card = httpx.get(f"{running.url}/v1/models/first").json()
         assert "launched_by" not in card and "source" not in card
-    args += ["--open-registry"]
-    with run_server(args, log_dir=tmp_path) as running:
-        assert httpx.delete(f"{running.url}/v1/models/first", timeout=60).status_code == 200
 
 
-def test_info_details_for_admins_only(roots: Path, tmp_path: Path) -> None:
-    args = ["--model", f"{roots / 'bert'}=first", "--max-length", "64", "--admin-keys", ADMIN]
-    with run_server(args, log_dir=tmp_path) as running:
-        assert launch(running.url, "first", key=ADMIN, model_uid="second").status_code == 200
-        anonymous = httpx.get(running.url + "/info").json()
-        assert "pid" not in anonymous and "launched_by" not in json.dumps(anonymous)
-        assert str(roots) not in json.dumps(anonymous)
-        wrong = httpx.get(running.url + "/info", headers={"X-API-Key": "wrong"}).json()
-        assert "pid" not in wrong
-        admin = httpx.get(running.url + "/info", headers={"X-API-Key": ADMIN}).json()
-        assert admin["pid"] == running.process.pid
-        launched_by = {m["name"]: m["launched_by"] for m in admin["models"]}["second"]
-        import hashlib
+def test_info_details_for_admins_only(server: ServerProcess, roots: Path) -> None:
+    """On the module's server, started with --admin-keys ADMIN."""
+    assert launch(server.url, "first", key=ADMIN, model_uid="second").status_code == 200
+    anonymous = httpx.get(server.url + "/info").json()
+    assert "pid" not in anonymous and "launched_by" not in json.dumps(anonymous)
+    assert str(roots) not in json.dumps(anonymous)
+    wrong = httpx.get(server.url + "/info", headers={"X-API-Key": "wrong"}).json()
+    assert "pid" not in wrong
+    admin = httpx.get(server.url + "/info", headers={"X-API-Key": ADMIN}).json()
+    assert admin["pid"] == server.process.pid
+    launched_by = {m["name"]: m["launched_by"] for m in admin["models"]}["second"]
+    import hashlib
 
-        bare = hashlib.sha256(ADMIN.encode()).hexdigest()
-        assert launched_by.startswith("key:") and launched_by[4:] not in bare
+    bare = hashlib.sha256(ADMIN.encode()).hexdigest()
+    assert launched_by.startswith("key:") and launched_by[4:] not in bare
 
 
 @pytest.mark.parametrize("content", ["# only a comment\n\n", None])

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from tests.server import free_port, metric, run_server
+from tests.server import ServerProcess, free_port, metric, run_server
 from tests.test_serving import rag_request
 
 
@@ -77,19 +77,49 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def server_pair(
+    bert_model: Path, module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two servers on one Redis, shared by the tests below that flush it first: a rate limit
+    (which only the rate-limit test reaches) and the default memory cache in front of Redis."""
+    args = ["--model", str(bert_model), "--redis-url", module_redis.url, "--rate-limit", "6/minute"]
+    tmp = tmp_path_factory.mktemp("pair")
+    with run_server(args, log_dir=tmp) as first, run_server(args, log_dir=tmp) as second:
+        yield first, second
+
+
+@pytest.fixture()
+def pair(
+    server_pair: tuple[ServerProcess, ServerProcess], module_redis: RedisServer
+) -> tuple[ServerProcess, ServerProcess]:
+    """The shared pair over an empty Redis: no cached score, no rate-limit window."""
+    redis.Redis(port=module_redis.port).flushall()
+    return server_pair
+
+
 def test_two_servers_share_cached_scores(
-    bert_model: Path, redis_server: RedisServer, tmp_path: Path
+    pair: tuple[ServerProcess, ServerProcess], module_redis: RedisServer
 ) -> None:
-    args = ["--model", str(bert_model), "--redis-url", redis_server.url]
+    first, second = pair
+    client = redis.Redis(port=module_redis.port)
     body = rag_request(1, count=8)
-    with run_server(args, log_dir=tmp_path) as first, run_server(args, log_dir=tmp_path) as second:
-        scored = httpx.post(first.url + "/rerank", json=body, timeout=60).json()
-        assert scored["usage"]["cached"] == 0 and redis_server.keys() == 8
-        shared = httpx.post(second.url + "/rerank", json=body, timeout=60).json()
-        assert shared["usage"]["cached"] == 8 and shared["usage"]["tokens"] == 0
-        assert shared["results"] == scored["results"]
-        text = httpx.get(second.url + "/metrics").text
-        assert metric(text, "rerankd_cache_hits_total", 'backend="redis"') == 8
+    scored = httpx.post(first.url + "/rerank", json=body, timeout=60).json()
+    # Only the scores: the rate limiter keeps its window in the same Redis.
+    assert scored["usage"]["cached"] == 0 and len(client.keys("rerankd:score:*")) == 8
+    shared = httpx.post(second.url + "/rerank", json=body, timeout=60).json()
+    assert shared["usage"]["cached"] == 8 and shared["usage"]["tokens"] == 0
+    assert shared["results"] == scored["results"]
+    text = httpx.get(second.url + "/metrics").text
+    assert metric(text, "rerankd_cache_hits_total", 'backend="redis"') == 8
 
 
 def test_redis_outage_under_load_fails_no_request(
@@ -141,14 +171,9 @@ def test_redis_outage_under_load_fails_no_request(
         assert "redis cache is back" in server.logs()
 
 
-def test_rate_limits_are_shared_through_redis(
-    bert_model: Path, redis_server: RedisServer, tmp_path: Path
-) -> None:
-    args = ["--model", str(bert_model), "--redis-url", redis_server.url, "--rate-limit", "6/minute"]
+def test_rate_limits_are_shared_through_redis(pair: tuple[ServerProcess, ServerProcess]) -> None:
     body = {"query": "q", "documents": ["d"]}
-    with run_server(args, log_dir=tmp_path) as first, run_server(args, log_dir=tmp_path) as second:
-        statuses = [
-            httpx.post(server.url + "/rerank", json=body, timeout=30).status_code
-            for server in (first, second) * 4
-        ]
+    statuses = [
+        httpx.post(server.url + "/rerank", json=body, timeout=30).status_code for server in pair * 4
+    ]
     assert statuses == [200] * 6 + [429] * 2, "both servers count against one limit"

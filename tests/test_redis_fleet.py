@@ -44,9 +44,10 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def cached_server(
     bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """Only Redis caches (no memory tier), so every read goes through validation."""
+    """Only Redis caches (no memory tier), so every read goes through validation. Its rate
+    limit, far above what any test sends, is for the stalled-Redis test (fail open)."""
     args = ["--model", str(bert_model), "--redis-url", shared_redis.url, "--cache-entries", "0",
-            "--server-secret", SECRET]  # fmt: skip
+            "--server-secret", SECRET, "--rate-limit", "1000/second"]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("cached")) as server:
         yield server
 
@@ -182,111 +183,133 @@ def test_bad_embeddings_in_the_redis_cache_are_misses(
     assert metric(text, "rerankd_cache_invalid_total", 'kind="embedding"') == len(forged)
 
 
+TENANT_A, TENANT_B = {"X-API-Key": "tenant-a"}, {"X-API-Key": "tenant-b"}
+
+
+@pytest.fixture(scope="module")
+def keyed_server(
+    bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Two tenants, the default (shared) cache scope, and a rate limit that fails closed
+    when Redis is out (for the stalled-Redis test; far above what any test sends)."""
+    args = ["--model", str(bert_model), "--redis-url", shared_redis.url,
+            "--api-keys", "tenant-a,tenant-b",
+            "--rate-limit", "1000/second", "--rate-limit-on-failure", "closed"]  # fmt: skip
+    with run_server(args, log_dir=tmp_path_factory.mktemp("keyed")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def limited_server(
+    bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Tenants kept apart in the cache (`--cache-scope key`) and a tight rate limit. Limits
+    count per principal: each test here uses keys of its own (tenant-*, good-key)."""
+    args = ["--model", str(bert_model), "--redis-url", shared_redis.url,
+            "--api-keys", "tenant-a,tenant-b,good-key", "--cache-scope", "key",
+            "--rate-limit", "3/minute"]  # fmt: skip
+    with run_server(args, log_dir=tmp_path_factory.mktemp("limited")) as server:
+        yield server
+
+
 def test_cache_scope_key_keeps_tenants_apart(
-    bert_model: Path, shared_redis: RedisServer, tmp_path: Path
+    limited_server: ServerProcess, keyed_server: ServerProcess
 ) -> None:
-    common = ["--model", str(bert_model), "--redis-url", shared_redis.url]
-    keys = ["--api-keys", "tenant-a,tenant-b"]
-    a, b = {"X-API-Key": "tenant-a"}, {"X-API-Key": "tenant-b"}
-    with run_server([*common, *keys, "--cache-scope", "key"], log_dir=tmp_path) as scoped:
-        rerank(scoped, "tenant query", a)
-        assert rerank(scoped, "tenant query", a)["usage"]["cached"] == len(DOCS)
-        other = rerank(scoped, "tenant query", b)
-        assert other["usage"]["cached"] == 0 and other["usage"]["tokens"] > 0, (
-            "tenant b cannot tell that tenant a sent this query"
-        )
-    with run_server([*common, *keys], log_dir=tmp_path) as shared:  # the default: shared
-        rerank(shared, "shared tenant query", a)
-        assert rerank(shared, "shared tenant query", b)["usage"]["cached"] == len(DOCS)
+    a, b = TENANT_A, TENANT_B
+    scoped = limited_server
+    rerank(scoped, "tenant query", a)
+    assert rerank(scoped, "tenant query", a)["usage"]["cached"] == len(DOCS)
+    other = rerank(scoped, "tenant query", b)
+    assert other["usage"]["cached"] == 0 and other["usage"]["tokens"] > 0, (
+        "tenant b cannot tell that tenant a sent this query"
+    )
+    shared = keyed_server  # the default scope: shared
+    rerank(shared, "shared tenant query", a)
+    assert rerank(shared, "shared tenant query", b)["usage"]["cached"] == len(DOCS)
 
 
 def test_a_stalled_redis_costs_a_bounded_delay_and_shows_in_metrics(
-    bert_model: Path, shared_redis: RedisServer, tmp_path: Path
+    cached_server: ServerProcess, keyed_server: ServerProcess, shared_redis: RedisServer
 ) -> None:
     """SIGSTOP Redis under load: every request answers within 2 s (the client's deadline),
     served (fail open) or refused with 503 (fail closed); the failures are in /metrics."""
-    common = ["--model", str(bert_model), "--redis-url", shared_redis.url]
-    limit = ["--rate-limit", "1000/second"]
-    with (
-        run_server([*common, *limit], log_dir=tmp_path) as open_,
-        run_server(
-            [*common, *limit, "--rate-limit-on-failure", "closed"], log_dir=tmp_path
-        ) as closed,
-    ):
-        for server in (open_, closed):
-            rerank(server, "warm")
-        assert shared_redis.process is not None
-        pid = shared_redis.process.pid
+    open_, closed = cached_server, keyed_server  # both rate-limited, only `closed` fails closed
+    headers = {open_.url: {}, closed.url: TENANT_A}
+    for server in (open_, closed):
+        rerank(server, "warm", headers[server.url])
+    assert shared_redis.process is not None
+    pid = shared_redis.process.pid
 
-        async def load(server: ServerProcess) -> list[int]:
-            statuses: list[int] = []
-            async with httpx.AsyncClient(base_url=server.url, timeout=2.0) as client:
+    async def load(server: ServerProcess) -> list[int]:
+        statuses: list[int] = []
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=2.0, headers=headers[server.url]
+        ) as client:
 
-                async def worker(w: int) -> None:
-                    for i in range(6):
-                        response = await client.post(
-                            "/rerank", json={"query": f"stall {w} {i}", "documents": DOCS[:2]}
-                        )
-                        statuses.append(response.status_code)
+            async def worker(w: int) -> None:
+                for i in range(6):
+                    response = await client.post(
+                        "/rerank", json={"query": f"stall {w} {i}", "documents": DOCS[:2]}
+                    )
+                    statuses.append(response.status_code)
 
-                await asyncio.gather(*(worker(w) for w in range(3)))
-            return statuses
+            await asyncio.gather(*(worker(w) for w in range(3)))
+        return statuses
 
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            served = asyncio.run(load(open_))
-            refused = asyncio.run(load(closed))
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        assert set(served) == {200}, served
-        assert set(refused) <= {200, 503} and 503 in refused, refused
-        text = httpx.get(open_.url + "/metrics").text
-        assert metric(text, "rerankd_rate_limit_errors_total", 'action="served"') >= 1
-        assert metric(text, "rerankd_cache_errors_total", 'backend="redis"') >= 1
-        text = httpx.get(closed.url + "/metrics").text
-        assert metric(text, "rerankd_rate_limit_errors_total", 'action="refused"') >= 1
-        assert "rate-limit storage failed" in closed.logs()
-        time.sleep(1.2)  # past the circuit breaker's pause: Redis is tried again
-        assert (
-            httpx.post(
-                closed.url + "/rerank", json={"query": "back", "documents": DOCS}, timeout=30
-            ).status_code
-            == 200
-        )
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        served = asyncio.run(load(open_))
+        refused = asyncio.run(load(closed))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert set(served) == {200}, served
+    assert set(refused) <= {200, 503} and 503 in refused, refused
+    text = httpx.get(open_.url + "/metrics").text
+    assert metric(text, "rerankd_rate_limit_errors_total", 'action="served"') >= 1
+    assert metric(text, "rerankd_cache_errors_total", 'backend="redis"') >= 1
+    text = httpx.get(closed.url + "/metrics").text
+    assert metric(text, "rerankd_rate_limit_errors_total", 'action="refused"') >= 1
+    assert "rate-limit storage failed" in closed.logs()
+    time.sleep(1.2)  # past the circuit breaker's pause: Redis is tried again
+    assert (
+        httpx.post(
+            closed.url + "/rerank",
+            json={"query": "back", "documents": DOCS},
+            headers=TENANT_A,
+            timeout=30,
+        ).status_code
+        == 200
+    )
 
 
 def test_foreign_rate_limit_keys_and_failed_authentications_are_limited(
-    bert_model: Path, shared_redis: RedisServer, tmp_path: Path
+    limited_server: ServerProcess, shared_redis: RedisServer
 ) -> None:
     client = redis.Redis(port=shared_redis.port)
-    args = [
-        "--model", str(bert_model), "--redis-url", shared_redis.url,
-        "--api-keys", "good-key", "--rate-limit", "3/minute",
-    ]  # fmt: skip
+    client.flushdb()  # no window of another test's principal: only good-key's is written
     good = {"X-API-Key": "good-key"}
     body = {"query": "limited", "documents": DOCS[:1]}
-    with run_server(args, log_dir=tmp_path) as server:
-        assert httpx.post(server.url + "/rerank", json=body, headers=good).status_code == 200
-        limit_keys = client.keys("LIMITS*")
-        assert limit_keys
-        for key in limit_keys:  # a value of the wrong type where the limiter keeps its window
-            client.delete(key)
-            client.set(key, "not a list")
-        statuses = [
-            httpx.post(server.url + "/rerank", json=body, headers=good).status_code
-            for _ in range(4)
-        ]
-        assert statuses == [200, 200, 200, 429], "a foreign key does not lift the limit"
-        text = httpx.get(server.url + "/metrics").text
-        assert metric(text, "rerankd_rate_limit_errors_total", 'reason="bad_key"') >= 1
+    server = limited_server
+    assert httpx.post(server.url + "/rerank", json=body, headers=good).status_code == 200
+    limit_keys = client.keys("LIMITS*")
+    assert limit_keys
+    for key in limit_keys:  # a value of the wrong type where the limiter keeps its window
+        client.delete(key)
+        client.set(key, "not a list")
+    statuses = [
+        httpx.post(server.url + "/rerank", json=body, headers=good).status_code for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429], "a foreign key does not lift the limit"
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, "rerankd_rate_limit_errors_total", 'reason="bad_key"') >= 1
 
-        wrong = [
-            httpx.post(
-                server.url + "/rerank", json=body, headers={"X-API-Key": f"guess-{i}"}
-            ).status_code
-            for i in range(5)
-        ]
-        assert wrong == [401, 401, 401, 429, 429], "failed authentications count per address"
+    wrong = [
+        httpx.post(
+            server.url + "/rerank", json=body, headers={"X-API-Key": f"guess-{i}"}
+        ).status_code
+        for i in range(5)
+    ]
+    assert wrong == [401, 401, 401, 429, 429], "failed authentications count per address"
 
 
 def test_x_request_id_is_echoed_only_as_a_bounded_token(cached_server: ServerProcess) -> None:

@@ -20,8 +20,16 @@ HANG_SECONDS = 4.0
 
 
 @pytest.fixture(scope="module")
-def server(bert_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    args = ["--model", f"{bert_model}=tiny-bert", "--max-length", "64", "--threads", "1"]
+def model_copy(bert_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's server loads this copy: the last test removes its files."""
+    copy = tmp_path_factory.mktemp("faults-model") / "model"
+    shutil.copytree(bert_model, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def server(model_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    args = ["--model", f"{model_copy}=tiny-bert", "--max-length", "64", "--threads", "1"]
     args += ["--request-timeout", "1.5", "--cache-entries", "0"]
     env = {"RERANKD_TEST_HANG_SECONDS": str(HANG_SECONDS)}
     with run_server(
@@ -102,15 +110,14 @@ def test_a_hung_backend_times_out_and_the_thread_comes_back(server: ServerProces
     )
 
 
-def test_model_files_removed_after_load_change_nothing(bert_model: Path, tmp_path: Path) -> None:
-    copy = tmp_path / "model"
-    shutil.copytree(bert_model, copy)
-    args = ["--model", str(copy), "--max-length", "64", "--cache-entries", "0"]
+def test_model_files_removed_after_load_change_nothing(
+    server: ServerProcess, model_copy: Path
+) -> None:
+    """On the module's server (no cache: every answer is computed), last in this module."""
     request = body("Paris is in France.", "Bananas are yellow.")
-    with run_server(args, log_dir=tmp_path) as running:
-        before = httpx.post(running.url + "/rerank", json=request, timeout=60).json()
-        shutil.rmtree(copy)
-        for _ in range(3):
-            after = httpx.post(running.url + "/rerank", json=request, timeout=60)
-            assert after.status_code == 200 and after.json()["results"] == before["results"]
-        assert httpx.get(running.url + "/health").json()["status"] == "ok"
+    before = httpx.post(server.url + "/rerank", json=request, timeout=60).json()
+    shutil.rmtree(model_copy)
+    for _ in range(3):
+        after = httpx.post(server.url + "/rerank", json=request, timeout=60)
+        assert after.status_code == 200 and after.json()["results"] == before["results"]
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"

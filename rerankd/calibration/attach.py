@@ -22,7 +22,7 @@ from rerankd.models import ResolvedModel
 
 
 def identity_of(model: ResolvedModel) -> ModelIdentity:
-    return ModelIdentity(model.name, model.revision, model.family)
+    return ModelIdentity(model.name, model.revision, model.family, model.settings_hash)
 
 
 def load_all(paths: Sequence[str]) -> list[Calibration]:
@@ -39,10 +39,7 @@ def find(
     if named:
         return check_for(load_calibration(Path(named).expanduser()), identity)
     for calibration in server_wide:
-        if (calibration.model.revision, calibration.model.family) == (
-            identity.revision,
-            identity.family,
-        ):
+        if calibration.model.fits(identity):
             return calibration
     beside = model.path / FILENAME
     if beside.is_file():
@@ -53,14 +50,12 @@ def find(
 def unmatched(server_wide: Sequence[Calibration], served: Sequence[ModelIdentity]) -> None:
     """A `--calibration` file that no start-up model's weights match is an error, not ignored."""
     for calibration in server_wide:
-        if not any(
-            (calibration.model.revision, calibration.model.family) == (m.revision, m.family)
-            for m in served
-        ):
+        if not any(calibration.model.fits(m) for m in served):
             names = ", ".join(f"{m.name} (revision {m.revision})" for m in served) or "none"
             mine = calibration.model
             raise CalibrationError(
                 f"calibration {calibration.source} was made for {mine.name} (revision "
-                f"{mine.revision}, {mine.family}), and no served model has those weights "
+                f"{mine.revision}, settings {mine.settings}, {mine.family}), and no served model "
+                f"has those weights and settings "
                 f"(served: {names})"
             )

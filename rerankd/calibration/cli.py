@@ -89,13 +89,13 @@ def calibrate_command(
         )
     except (RerankError, ValueError, OSError) as exc:
         raise fail(str(exc)) from None
+    from rerankd.calibration.attach import identity_of
     from rerankd.calibration.data import score_pairs
     from rerankd.calibration.fit import fit
-    from rerankd.calibration.model import ModelIdentity
     from rerankd.evaluation.sources import progress_bar
 
     resolved = reranker.engine.model
-    identity = ModelIdentity(resolved.name, resolved.revision, resolved.family)
+    identity = identity_of(resolved)
     with progress_bar() as progress:
         task = progress.add_task(f"scoring with {resolved.name}", total=len(eval_set.queries))
         labeled, provenance = score_pairs(

@@ -19,7 +19,8 @@ import numpy as np
 from rerankd.errors import InvalidInput
 
 FORMAT = "rerankd-calibration"
-VERSION = 1
+VERSION = 2  # 2: the model's settings hash joined its identity
+IDENTITY_FIELDS = ("name", "revision", "family", "settings")
 FILENAME = "calibration.json"  # found beside a model's weights when none is named
 
 Method = Literal["platt", "isotonic"]
@@ -37,9 +38,23 @@ class ModelIdentity:
     name: str
     revision: str
     family: str
+    settings: str  # config and tokenizer files: pooling or a temperature move the scale too
 
     def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "revision": self.revision, "family": self.family}
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "family": self.family,
+            "settings": self.settings,
+        }
+
+    def fits(self, other: ModelIdentity) -> bool:
+        """The same raw score scale: same weights, settings files and family (any name)."""
+        return (self.revision, self.settings, self.family) == (
+            other.revision,
+            other.settings,
+            other.family,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,11 +141,12 @@ def load_calibration(path: Path | str) -> Calibration:
 def check_for(calibration: Calibration, model: ModelIdentity) -> Calibration:
     """The calibration, if it was fitted on these weights; otherwise a `CalibrationError`."""
     mine = calibration.model
-    if (mine.revision, mine.family) != (model.revision, model.family):
+    if not mine.fits(model):
         raise CalibrationError(
             f"calibration {calibration.source or '(in memory)'} was made for {mine.name} "
-            f"(revision {mine.revision}, {mine.family}), not for {model.name} (revision "
-            f"{model.revision}, {model.family}); fit one for these weights with rerankd calibrate"
+            f"(revision {mine.revision}, settings {mine.settings}, {mine.family}), not for "
+            f"{model.name} (revision {model.revision}, settings {model.settings}, "
+            f"{model.family}); fit one for this model with rerankd calibrate"
         )
     return calibration
 
@@ -147,9 +163,9 @@ def _parse(data: object, source: str) -> Calibration:
         raise ValueError(f"'method' must be one of {', '.join(METHODS)}")
     model = data.get("model")
     if not isinstance(model, dict) or not all(
-        isinstance(model.get(k), str) and model.get(k) for k in ("name", "revision", "family")
+        isinstance(model.get(k), str) and model.get(k) for k in IDENTITY_FIELDS
     ):
-        raise ValueError("'model' must name the weights: name, revision and family")
+        raise ValueError("'model' must name the model: " + ", ".join(IDENTITY_FIELDS))
     parameters = data.get("parameters")
     if not isinstance(parameters, dict):
         raise ValueError("'parameters' must be an object")
@@ -159,7 +175,7 @@ def _parse(data: object, source: str) -> Calibration:
     return Calibration(
         method=cast(Method, method),
         parameters=parameters,
-        model=ModelIdentity(model["name"], model["revision"], model["family"]),
+        model=ModelIdentity(*(model[k] for k in IDENTITY_FIELDS)),
         data=extras["data"],
         fitted_at=str(data.get("fitted_at", "")),
         metrics=extras["metrics"],

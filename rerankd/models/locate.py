@@ -21,6 +21,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # nemotron's pooling and temperature), module configs (1_Pooling, *_Dense, a LogitScore
 # module's token ids) and the tokenizer's (yes/no heads bake the answer tokens' ids in).
 _SETTINGS_SUFFIXES = (".json", ".txt", ".model")
+# Files written beside the weights that do not shape the scores: a calibration (whose identity
+# is this hash: it must not change it), the fine-tuning summary, a trainer's state.
+_NOT_SETTINGS = frozenset({"calibration.json", "rerankd-finetune.json", "trainer_state.json"})
 # Module folders: pooling (bi-encoders) and the projections of late-interaction models.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*_Dense/*"]
 
@@ -75,7 +78,7 @@ def settings_hash(path: Path) -> str:
     files = sorted(p for p in top if p.is_file())
     files += [p for folder in folders for p in sorted(folder.iterdir()) if p.is_file()]
     for file in files:
-        if file.suffix not in _SETTINGS_SUFFIXES:
+        if file.suffix not in _SETTINGS_SUFFIXES or file.name in _NOT_SETTINGS:
             continue
         data = file.read_bytes()
         # Each file framed by its name and length, so content cannot shift between files.
