@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rerankd.cli import app
 from rerankd.evaluation.synthetic import keyword_task, write_jsonl
-from tests.server import run_server
+from tests.server import ServerProcess, run_server
 
 
 def run_eval(*args: str) -> dict:
@@ -27,13 +27,14 @@ def keyword_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_in_process_and_server_give_the_same_metrics(
-    bert_model: Path, keyword_data: Path, tmp_path: Path
+    bert_model: Path, keyword_data: Path, tmp_path: Path, shared_bert_server: ServerProcess
 ) -> None:
+    """Against the session's tiny-BERT server (10 documents a query, under its limit of 20)."""
     out = tmp_path / "report.json"
-    with run_server(["--model", str(bert_model)], log_dir=tmp_path) as server:
-        shown = run_eval(
-            str(keyword_data), "--model", str(bert_model), "--model", server.url, "--json", str(out)
-        )
+    server = shared_bert_server
+    shown = run_eval(
+        str(keyword_data), "--model", str(bert_model), "--model", server.url, "--json", str(out)
+    )
     report = json.loads(out.read_text())
     local, remote = report["models"]["tiny-bert (torch)"], report["models"][server.url]
     assert set(local) == {"ndcg@10", "mrr@10", "map", "recall@10"}
