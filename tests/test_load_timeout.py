@@ -39,3 +39,8 @@ def test_a_load_past_the_timeout_fails_the_launch_and_the_server_goes_on(
         for model in ("first", "fast"):
             body = {"query": "q", "documents": ["a", "b"], "model": model}
             assert httpx.post(f"{url}/rerank", json=body, timeout=60).status_code == 200
+
+        # SIGTERM ends the process although the abandoned load still hangs (900 s): the loader
+        # thread never holds the exit (ThreadPoolExecutor's workers are joined at exit).
+        server.terminate()
+        assert server.process.wait(timeout=25) == 0, server.logs()[-2000:]

@@ -5,10 +5,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import gc
 import logging
+import queue
+import threading
 import time
+from collections.abc import Callable
 from collections.abc import Sequence as Items
+from concurrent.futures import Executor, Future
+from typing import ParamSpec, TypeVar
 
 from rerankd.batching import BatchObserver, DynamicBatcher
 from rerankd.calibration.attach import find as find_calibration
@@ -23,6 +29,59 @@ from rerankd.families import resolve
 from rerankd.registry.handle import ModelHandle, Placement
 
 logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class LoaderThread(Executor):
+    """One daemon thread that runs loads in order.
+
+    A daemon, unlike ThreadPoolExecutor's workers (which the interpreter joins at exit): a load
+    abandoned past `--model-load-timeout` (stuck on a FIFO or a hung mount) must not keep the
+    process from exiting on SIGTERM until the kubelet's SIGKILL.
+    """
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[object], Callable[[], object]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        threading.Thread(target=self._serve, name="rerankd-loader", daemon=True).start()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the loader is shut down")
+        future: Future[T] = Future()
+        self._work.put((future, functools.partial(fn, *args, **kwargs)))  # type: ignore[arg-type]
+        return future
+
+    def _serve(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # handed to whoever awaits the load
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop after the queued loads (or cancel them); never waits for a stuck one."""
+        self._closed = True
+        if cancel_futures:
+            with_pending = []
+            while True:
+                try:
+                    with_pending.append(self._work.get_nowait())
+                except queue.Empty:
+                    break
+            for item in with_pending:
+                if item is not None:
+                    item[0].cancel()
+        self._work.put(None)
 
 
 def replica_options(settings: Settings, placement: Placement, device: str) -> EngineOptions:

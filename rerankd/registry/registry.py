@@ -22,7 +22,6 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from rerankd.models import ModelSpec
 from rerankd.registry.cores import CoreBudget
 from rerankd.registry.desired import DesiredStore, Snapshot, StoredLaunch, StoreUnavailable
 from rerankd.registry.handle import ModelHandle, ModelState, Placement
-from rerankd.registry.loader import close_engines, give_memory_back, load_replicas
+from rerankd.registry.loader import LoaderThread, close_engines, give_memory_back, load_replicas
 from rerankd.registry.misses import MissMemo
 from rerankd.registry.spec import (
     LaunchRequest,
@@ -74,7 +73,7 @@ class ModelRegistry:
         self.problems: list[str] = []
         self._entries: dict[str, Entry] = {}
         self._handles: dict[str, ModelHandle] = {}  # uid -> handle, in launch order
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-loader")
+        self._loader = LoaderThread()
         self._loading: dict[ModelHandle, asyncio.Future[None]] = {}
         self.calibrations: list[Calibration] = []  # --calibration files, read at start-up
         self._desired: DesiredStore | None = None
@@ -343,7 +342,7 @@ class ModelRegistry:
         except TimeoutError:
             self._timed_out(handle, loader, timeout)
 
-    def _timed_out(self, handle: ModelHandle, loader: ThreadPoolExecutor, timeout: float) -> None:
+    def _timed_out(self, handle: ModelHandle, loader: LoaderThread, timeout: float) -> None:
         with handle._lock:
             if handle.state is not ModelState.LOADING:
                 return
@@ -354,7 +353,7 @@ class ModelRegistry:
                 "can be read"
             )
         if self._loader is loader:
-            self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankd-loader")
+            self._loader = LoaderThread()
             loader.shutdown(wait=False)
         self.metrics.model_load_failures.labels(handle.registration.model_name).inc()
         self.cores.give_back(handle.uid)
