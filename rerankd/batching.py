@@ -208,6 +208,13 @@ class MeasuredCost:
             self._per_token = sample if old is None else old + self._weight * (sample - old)
 
 
+# The time budget of a bulk batch while interactive work is about: at most `max_batch_ms`, and
+# at most this factor times the last interactive request's predicted run, but never under the
+# floor (below it a batch's fixed cost dominates and bulk throughput collapses).
+INTERACTIVE_WAIT_FACTOR = 2.0
+MIN_BATCH_SECONDS = 0.010
+
+
 @dataclass(frozen=True)
 class TimeBudget:
     """A batch may run `seconds` at most as `cost` predicts it (at least one sequence runs)."""
@@ -316,6 +323,7 @@ class DynamicBatcher(Generic[Item]):
         self._max_batch_seconds = None if max_batch_ms is None else max_batch_ms / 1000.0
         self._interactive_window = interactive_window
         self._interactive_at: float | None = None  # when the last interactive request came
+        self._interactive_seconds: float | None = None  # its predicted running time
         self._clock = clock
         self._reserved = 0  # tokens of admitted requests still being planned
         self.prep = PrepPool(name=f"{name}-prep")
@@ -419,6 +427,7 @@ class DynamicBatcher(Generic[Item]):
             )
             if job.interactive:
                 self._interactive_at = self._clock()
+                self._interactive_seconds = self.cost.seconds(len(lengths), max(lengths, default=0))
             self._jobs.append(job)
             self._queued_pairs += len(items)
             self._queued_tokens += tokens
@@ -480,7 +489,13 @@ class DynamicBatcher(Generic[Item]):
             return None
         if min(self._jobs, key=_Job.rank).interactive:
             return None
-        return TimeBudget(self._max_batch_seconds, self.cost)
+        seconds = self._max_batch_seconds
+        if self._interactive_seconds is not None:
+            # A small request waits for at most one running batch: as long as twice its own
+            # run keeps it within 3x its time alone, however fast the model is.
+            wait = max(MIN_BATCH_SECONDS, INTERACTIVE_WAIT_FACTOR * self._interactive_seconds)
+            seconds = min(seconds, wait)
+        return TimeBudget(seconds, self.cost)
 
     def _remove(self, batch: list[_Entry[Item]]) -> None:
         """Take a batch's rows out of their jobs (called with the lock held)."""

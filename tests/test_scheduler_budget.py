@@ -75,15 +75,34 @@ async def test_bulk_batches_are_cut_to_the_time_budget_only_while_interactive_wo
     batcher, runner, cost, clock = budgeted
     # No interactive request yet: the token budget alone, 6 rows of ~306 tokens in 2048.
     assert await _run_bulk(batcher, runner, 1) == [6, 6]
-    small = asyncio.ensure_future(batcher.submit([Item(2000 + i, 30) for i in range(4)]))
+    small = asyncio.ensure_future(batcher.submit([Item(2000 + i, 150) for i in range(4)]))
     await runner.running()
     runner.release()
     await small
-    # An interactive request came: 0.1 ms x ~306 tokens x 3 rows fits 100 ms, a 4th does not.
+    # An interactive request came (predicted 60 ms; twice that is over max_batch_ms):
+    # 0.1 ms x ~306 tokens x 3 rows fits 100 ms, a 4th does not.
     assert await _run_bulk(batcher, runner, 3) == [3, 3, 3, 3]
     clock.now += 6.0  # the interactive window is over: full batches again
     assert await _run_bulk(batcher, runner, 4) == [6, 6]
     assert cost.observed == 2 + 1 + 4 + 2  # every batch run teaches the cost model
+
+
+async def test_a_quick_interactive_request_cuts_bulk_batches_to_twice_its_own_run(
+    budgeted,
+) -> None:
+    """A fast model's small request (4 rows of 50 tokens: 20 ms predicted) waits for at most
+    one bulk batch of 40 ms, not of max_batch_ms; the budget follows the latest one."""
+    batcher, runner, _, _ = budgeted
+    small = asyncio.ensure_future(batcher.submit([Item(2000 + i, 50) for i in range(4)]))
+    await runner.running()
+    runner.release()
+    await small
+    assert await _run_bulk(batcher, runner, 1) == [1] * 12  # one ~31 ms row fits 40 ms
+    bigger = asyncio.ensure_future(batcher.submit([Item(3000 + i, 100) for i in range(4)]))
+    await runner.running()
+    runner.release()
+    await bigger
+    assert await _run_bulk(batcher, runner, 2) == [2] * 6  # 40 ms predicted: 80 ms batches
 
 
 async def test_an_unmeasured_cost_does_not_cut_batches(budgeted) -> None:
