@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     max_batch_ms: float = Field(
         100.0,
         ge=0,
-        description="While interactive requests are about, other batches are cut to run about this long at most, from the measured cost per token (0: no time bound).",
+        description="While interactive requests are about, other batches are cut to run at most twice the last small request's predicted time and never longer than this, from the measured cost per token (0: no time bound).",
     )
     request_timeout: float = Field(
         60.0, gt=0, description="Seconds a request may wait for its scores."
