@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -93,6 +94,9 @@ from collections.abc import Iterator  # noqa: E402 (kept with the fixtures below
 
 from tests.server import ServerProcess, run_server  # noqa: E402
 
+if TYPE_CHECKING:
+    from tests.test_redis import RedisServer
+
 
 # Servers shared across test files (issue 25: a server start costs seconds, most of the suite's
 # time). Only for tests that leave the server as they found it, or that change it under names
@@ -130,3 +134,14 @@ def shared_xlmr_server(
     ]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("shared-xlmr")) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis server for the test module that asks for it (its tests flush what they need)."""
+    from tests.test_redis import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()

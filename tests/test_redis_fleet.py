@@ -33,20 +33,12 @@ def signed(key: bytes, payload: bytes, secret: bytes = SIGNING_KEY) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
 def cached_server(
-    bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    bert_model: Path, module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """Only Redis caches (no memory tier), so every read goes through validation. Its rate
     limit, far above what any test sends, is for the stalled-Redis test (fail open)."""
-    args = ["--model", str(bert_model), "--redis-url", shared_redis.url, "--cache-entries", "0",
+    args = ["--model", str(bert_model), "--redis-url", module_redis.url, "--cache-entries", "0",
             "--server-secret", SECRET, "--rate-limit", "1000/second"]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("cached")) as server:
         yield server
@@ -68,9 +60,9 @@ def scores(body: dict) -> dict[int, float]:
 
 
 def test_bad_values_in_the_redis_cache_are_misses_never_served(
-    cached_server: ServerProcess, shared_redis: RedisServer
+    cached_server: ServerProcess, module_redis: RedisServer
 ) -> None:
-    client = redis.Redis(port=shared_redis.port)
+    client = redis.Redis(port=module_redis.port)
     first = rerank(cached_server, "integrity query")
     keys = sorted(client.keys("rerankd:score:*"))
     assert len(keys) == len(DOCS) and first["usage"]["cached"] == 0
@@ -95,12 +87,12 @@ def test_bad_values_in_the_redis_cache_are_misses_never_served(
 
 
 def test_a_finite_score_forged_in_redis_without_the_secret_is_refused_and_recomputed(
-    cached_server: ServerProcess, shared_redis: RedisServer
+    cached_server: ServerProcess, module_redis: RedisServer
 ) -> None:
     """Someone with Redis access but not the server secret writes well-formed finite scores:
     unsigned, with a made-up signature, signed with another secret, and a genuine value of
     another pair copied over. None is served; each is counted, recomputed and rewritten."""
-    client = redis.Redis(port=shared_redis.port)
+    client = redis.Redis(port=module_redis.port)
     client.flushdb()
     first = rerank(cached_server, "forgery query")
     keys = sorted(client.keys("rerankd:score:*"))
@@ -136,9 +128,9 @@ def test_a_finite_score_forged_in_redis_without_the_secret_is_refused_and_recomp
 
 
 def test_a_cache_key_of_another_redis_type_is_a_miss(
-    cached_server: ServerProcess, shared_redis: RedisServer
+    cached_server: ServerProcess, module_redis: RedisServer
 ) -> None:
-    client = redis.Redis(port=shared_redis.port)
+    client = redis.Redis(port=module_redis.port)
     rerank(cached_server, "type query")
     before = set(client.keys("rerankd:score:*"))
     rerank(cached_server, "type query")
@@ -152,18 +144,18 @@ def test_a_cache_key_of_another_redis_type_is_a_miss(
 
 @pytest.fixture(scope="module")
 def embedding_server(
-    shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0",
+    args = ["--model", "builtin", "--redis-url", module_redis.url, "--embedding-cache-mb", "0",
             "--server-secret", SECRET]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("embedding")) as server:
         yield server
 
 
 def test_bad_embeddings_in_the_redis_cache_are_misses(
-    embedding_server: ServerProcess, shared_redis: RedisServer
+    embedding_server: ServerProcess, module_redis: RedisServer
 ) -> None:
-    client = redis.Redis(port=shared_redis.port)
+    client = redis.Redis(port=module_redis.port)
     first = rerank(embedding_server, "embedding integrity")
     keys = sorted(client.keys("rerankd:embedding:*"))
     assert len(keys) == len(DOCS) + 1
@@ -188,11 +180,11 @@ TENANT_A, TENANT_B = {"X-API-Key": "tenant-a"}, {"X-API-Key": "tenant-b"}
 
 @pytest.fixture(scope="module")
 def keyed_server(
-    bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    bert_model: Path, module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """Two tenants, the default (shared) cache scope, and a rate limit that fails closed
     when Redis is out (for the stalled-Redis test; far above what any test sends)."""
-    args = ["--model", str(bert_model), "--redis-url", shared_redis.url,
+    args = ["--model", str(bert_model), "--redis-url", module_redis.url,
             "--api-keys", "tenant-a,tenant-b",
             "--rate-limit", "1000/second", "--rate-limit-on-failure", "closed"]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("keyed")) as server:
@@ -201,11 +193,11 @@ def keyed_server(
 
 @pytest.fixture(scope="module")
 def limited_server(
-    bert_model: Path, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    bert_model: Path, module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """Tenants kept apart in the cache (`--cache-scope key`) and a tight rate limit. Limits
     count per principal: each test here uses keys of its own (tenant-*, good-key)."""
-    args = ["--model", str(bert_model), "--redis-url", shared_redis.url,
+    args = ["--model", str(bert_model), "--redis-url", module_redis.url,
             "--api-keys", "tenant-a,tenant-b,good-key", "--cache-scope", "key",
             "--rate-limit", "3/minute"]  # fmt: skip
     with run_server(args, log_dir=tmp_path_factory.mktemp("limited")) as server:
@@ -229,7 +221,7 @@ def test_cache_scope_key_keeps_tenants_apart(
 
 
 def test_a_stalled_redis_costs_a_bounded_delay_and_shows_in_metrics(
-    cached_server: ServerProcess, keyed_server: ServerProcess, shared_redis: RedisServer
+    cached_server: ServerProcess, keyed_server: ServerProcess, module_redis: RedisServer
 ) -> None:
     """SIGSTOP Redis under load: every request answers within 2 s (the client's deadline),
     served (fail open) or refused with 503 (fail closed); the failures are in /metrics."""
@@ -237,8 +229,8 @@ def test_a_stalled_redis_costs_a_bounded_delay_and_shows_in_metrics(
     headers = {open_.url: {}, closed.url: TENANT_A}
     for server in (open_, closed):
         rerank(server, "warm", headers[server.url])
-    assert shared_redis.process is not None
-    pid = shared_redis.process.pid
+    assert module_redis.process is not None
+    pid = module_redis.process.pid
 
     async def load(server: ServerProcess) -> list[int]:
         statuses: list[int] = []
@@ -283,9 +275,9 @@ def test_a_stalled_redis_costs_a_bounded_delay_and_shows_in_metrics(
 
 
 def test_foreign_rate_limit_keys_and_failed_authentications_are_limited(
-    limited_server: ServerProcess, shared_redis: RedisServer
+    limited_server: ServerProcess, module_redis: RedisServer
 ) -> None:
-    client = redis.Redis(port=shared_redis.port)
+    client = redis.Redis(port=module_redis.port)
     client.flushdb()  # no window of another test's principal: only good-key's is written
     good = {"X-API-Key": "good-key"}
     body = {"query": "limited", "documents": DOCS[:1]}
@@ -331,11 +323,11 @@ def test_x_request_id_is_echoed_only_as_a_bounded_token(cached_server: ServerPro
 
 
 def test_well_formed_embeddings_of_another_width_are_misses(
-    embedding_server: ServerProcess, shared_redis: RedisServer, tmp_path: Path
+    embedding_server: ServerProcess, module_redis: RedisServer, tmp_path: Path
 ) -> None:
     """Rows that pass the format checks but are not this model's width (384): a miss, both in
     a process that knows the width and in a fresh one whose first request meets them."""
-    client = redis.Redis(port=shared_redis.port)
+    client = redis.Redis(port=module_redis.port)
     client.flushdb()
     first = rerank(embedding_server, "width query")
     keys = sorted(client.keys("rerankd:embedding:*"))
@@ -347,7 +339,7 @@ def test_well_formed_embeddings_of_another_width_are_misses(
     assert scores(again) == pytest.approx(scores(first), abs=1e-5)
     for key in client.keys("rerankd:embedding:*"):
         client.set(key, signed(key, narrow))
-    args = ["--model", "builtin", "--redis-url", shared_redis.url, "--embedding-cache-mb", "0",
+    args = ["--model", "builtin", "--redis-url", module_redis.url, "--embedding-cache-mb", "0",
             "--server-secret", SECRET]  # fmt: skip
     with run_server(args, log_dir=tmp_path) as fresh:
         body = rerank(fresh, "width query")  # every row it reads is 4 wide
