@@ -145,3 +145,12 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.kill()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start this worker's warm interpreter for test servers (tests/zygote.py) now, so its
+    imports overlap the first tests. `TESTS_NO_ZYGOTE=1` starts every server the ordinary way."""
+    from tests.server import start_zygote
+
+    if hasattr(session.config, "workerinput") or not session.config.getoption("numprocesses"):
+        start_zygote()  # in each xdist worker, or in the one process of `-n0`; not the controller

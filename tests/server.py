@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 
@@ -30,10 +34,125 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Zygote:
+    """The client of `tests/zygote.py`: one warm interpreter per pytest worker, started at
+    the first use (conftest starts it early, so its imports overlap the first tests)."""
+
+    _instance: Zygote | None = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self.env = dict(os.environ)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parents[1],
+            env=self.env,
+        )
+        self.lock = threading.Lock()
+        self.ready: bool | None = None
+
+    @classmethod
+    def get(cls) -> Zygote:
+        with cls._guard:
+            if cls._instance is None:
+                cls._instance = cls()
+                atexit.register(cls._instance.close)
+            return cls._instance
+
+    def _ask(self, request: dict[str, Any]) -> Any:
+        stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        stdin.write(json.dumps(request) + "\n")
+        stdin.flush()
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"the test zygote exited ({self.process.poll()})")
+        return json.loads(line)
+
+    def usable(self, env: dict[str, str]) -> bool:
+        """Whether a server with this environment may be forked: it may differ from the
+        zygote's only in RERANKD_* variables, which rerankd reads at start, not at import
+        (and in the name of the test running, which pytest keeps in the environment, and in
+        torch's compile cache, which importing torch._inductor sets and a server never uses)."""
+        if any(
+            env.get(key) != self.env.get(key)
+            for key in env.keys() | self.env.keys()
+            if not key.startswith(("RERANKD_", "PYTEST_CURRENT_TEST", "TORCHINDUCTOR_"))
+        ):
+            return False
+        with self.lock:
+            if self.ready is None:
+                line = self.process.stdout.readline()  # type: ignore[union-attr]
+                self.ready = bool(line) and bool(json.loads(line).get("ready"))
+            return self.ready
+
+    def spawn(self, argv: list[str], env: dict[str, str], log: Path) -> Forked:
+        with self.lock:
+            pid = self._ask(
+                {"op": "spawn", "argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log)}
+            )
+        return Forked(self, int(pid), ["rerankd", *argv])
+
+    def status(self, pid: int) -> int | None:
+        with self.lock:
+            answer = self._ask({"op": "status", "pid": pid})
+        return None if answer is None else int(answer)
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class Forked:
+    """A server forked by the zygote, with the part of `subprocess.Popen` the tests use."""
+
+    def __init__(self, zygote: Zygote, pid: int, args: list[str]) -> None:
+        self.zygote = zygote
+        self.pid = pid
+        self.args = args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.zygote.status(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.02)
+        return self.returncode  # type: ignore[return-value]
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def start_zygote() -> None:
+    """Start this worker's zygote now, so its imports run while the first tests do."""
+    if not os.environ.get("TESTS_NO_ZYGOTE"):
+        Zygote.get()
+
+
 class ServerProcess:
     """A running server: its base URL, its process, and its captured log."""
 
-    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen | Forked, url: str, log: Path) -> None:
         self.process = process
         self.url = url
         self.log = log
@@ -64,10 +183,16 @@ def run_server(
     log = log_dir / f"server-{port}.log"
     command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=full_env
-        )
+    process: subprocess.Popen | Forked
+    zygote = Zygote.get() if not os.environ.get("TESTS_NO_ZYGOTE") else None
+    if module == "rerankd" and zygote is not None and zygote.usable(full_env):
+        log.touch()
+        process = zygote.spawn([*command[3:], *args], full_env, log)
+    else:
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [*command, *args], stdout=sink, stderr=subprocess.STDOUT, env=full_env
+            )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log)
     try:
         if wait_ready:

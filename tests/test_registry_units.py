@@ -157,3 +157,33 @@ def test_closing_engines_drops_their_weights(bert_model: Path) -> None:
     engines = [engine]
     close_engines(engines)
     assert engines == [] and backend._head is None  # type: ignore[attr-defined]
+
+
+def test_a_loaded_model_is_frozen_out_of_the_collector_and_still_freed_on_terminate(
+    bert_model: Path,
+) -> None:
+    """settle_heap() freezes what a load leaves (no full collection walks it again);
+    give_memory_back() thaws it, so a terminated model's reference cycles are collected too."""
+    import gc
+    import weakref
+
+    from rerankd.engine import EngineOptions
+    from rerankd.engine.engine import load_engine
+    from rerankd.registry.loader import close_engines, give_memory_back, settle_heap
+
+    try:
+        engine = load_engine(str(bert_model), EngineOptions(max_length=32))
+        head = engine.backend._head  # type: ignore[attr-defined]
+        head.test_cycle = {"module": head}  # a reference cycle through the model
+        freed = weakref.ref(head)
+        del head
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        close_engines([engine])
+        del engine
+        gc.collect()
+        assert freed() is not None, "a frozen cycle outlives an ordinary collection"
+        give_memory_back()
+        assert freed() is None, "the terminated model's cycle was not collected"
+    finally:
+        gc.unfreeze()

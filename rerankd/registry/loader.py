@@ -144,6 +144,19 @@ def close_engines(engines: list[Engine]) -> None:
     engines.clear()
 
 
+def settle_heap() -> None:
+    """After a load: collect the load's garbage, then freeze what is left out of the collector.
+
+    A loaded server holds some 450k long-lived objects (torch, transformers, the model), and
+    every full collection walks them all: 0.22 s with the GIL held on a 2-core Xeon, a pause
+    in every request in flight, and again at exit (1.4 s of interpreter shutdown, 0.2 s
+    frozen). Frozen objects are still freed by reference counting; `give_memory_back` thaws
+    them so that the cycles of a terminated model are collected too.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def give_memory_back() -> float:
     """Collect what the closed model left, and ask the C allocator to return freed pages.
 
@@ -151,7 +164,8 @@ def give_memory_back() -> float:
     its RSS never comes back down. Returns the seconds spent.
     """
     started = time.perf_counter()
-    gc.collect()
+    gc.unfreeze()  # a closed model's reference cycles are among the frozen objects
+    settle_heap()
     try:
         import torch
 

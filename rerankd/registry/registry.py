@@ -37,7 +37,13 @@ from rerankd.models import ModelSpec
 from rerankd.registry.cores import CoreBudget
 from rerankd.registry.desired import DesiredStore, Snapshot, StoredLaunch, StoreUnavailable
 from rerankd.registry.handle import ModelHandle, ModelState, Placement
-from rerankd.registry.loader import LoaderThread, close_engines, give_memory_back, load_replicas
+from rerankd.registry.loader import (
+    LoaderThread,
+    close_engines,
+    give_memory_back,
+    load_replicas,
+    settle_heap,
+)
 from rerankd.registry.misses import MissMemo
 from rerankd.registry.spec import (
     LaunchRequest,
@@ -492,6 +498,7 @@ class ModelRegistry:
             close_engines(engines)
             batcher.stop()
             return
+        settle_heap()
         batcher.start()
         with handle._lock:
             handle.engines, handle.queue, handle.identity = engines, batcher, identity
