@@ -72,16 +72,14 @@ class Zygote:
             raise RuntimeError(f"the test zygote exited ({self.process.poll()})")
         return json.loads(line)
 
-    def usable(self, env: dict[str, str]) -> bool:
-        """Whether a server with this environment may be forked: it may differ from the
-        zygote's only in RERANKD_* variables, which rerankd reads at start, not at import
-        (and in the name of the test running, which pytest keeps in the environment, and in
-        torch's compile cache, which importing torch._inductor sets and a server never uses)."""
-        if any(
-            env.get(key) != self.env.get(key)
-            for key in env.keys() | self.env.keys()
-            if not key.startswith(("RERANKD_", "PYTEST_CURRENT_TEST", "TORCHINDUCTOR_"))
-        ):
+    def usable(self, overrides: dict[str, str]) -> bool:
+        """Whether a server may be forked: only when the test sets nothing but RERANKD_*
+        variables, which rerankd reads when it starts. A variable that torch, transformers or
+        huggingface_hub read when they are imported (HF_HOME, OMP_NUM_THREADS, ...) would be
+        too late in a forked child, so a server that needs one starts the ordinary way. (The
+        rest of the worker's environment is passed whole; libraries the tests import add to
+        it, scikit-learn its KMP_* variables, which no server reads.)"""
+        if any(not key.startswith("RERANKD_") for key in overrides):
             return False
         with self.lock:
             if self.ready is None:
@@ -89,12 +87,11 @@ class Zygote:
                 self.ready = bool(line) and bool(json.loads(line).get("ready"))
             return self.ready
 
-    def spawn(self, argv: list[str], env: dict[str, str], log: Path) -> Forked:
+    def spawn(self, module: str, argv: list[str], env: dict[str, str], log: Path) -> Forked:
+        request = {"op": "spawn", "module": module, "argv": argv, "env": env}
         with self.lock:
-            pid = self._ask(
-                {"op": "spawn", "argv": argv, "env": env, "cwd": os.getcwd(), "log": str(log)}
-            )
-        return Forked(self, int(pid), ["rerankd", *argv])
+            pid = self._ask({**request, "cwd": os.getcwd(), "log": str(log)})
+        return Forked(self, int(pid), [module, *argv])
 
     def status(self, pid: int) -> int | None:
         with self.lock:
@@ -185,9 +182,9 @@ def run_server(
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     process: subprocess.Popen | Forked
     zygote = Zygote.get() if not os.environ.get("TESTS_NO_ZYGOTE") else None
-    if module == "rerankd" and zygote is not None and zygote.usable(full_env):
+    if zygote is not None and zygote.usable(env or {}):
         log.touch()
-        process = zygote.spawn([*command[3:], *args], full_env, log)
+        process = zygote.spawn(module, [*command[3:], *args], full_env, log)
     else:
         with log.open("wb") as sink:
             process = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""A warm interpreter that forks `python -m rerankd` processes for the tests.
+"""A warm interpreter that forks `python -m rerankd` (or `tests.fault_server`) for the tests.
 
 Most of a test server's start is importing torch and transformers' modelling code (about 3.5 s
 of CPU on a 2-core machine, against well under a second for the rest), and the suite starts
@@ -7,13 +7,13 @@ that warm interpreter: the child is a real, separate process running the real `r
 (its own port, log, environment, signals and exit code), only without paying the imports again.
 
 Run as `python -m tests.zygote`; it speaks JSON lines on stdin/stdout, one request at a time:
-`{"op": "spawn", "argv": [...], "env": {...}, "cwd": "...", "log": "..."}` answers the child's
-pid; `{"op": "status", "pid": N}` answers its exit code, or null while it runs (the zygote
-reaps its children, so only it knows). A closed stdin ends the zygote.
+`{"op": "spawn", "module": "rerankd", "argv": [...], "env": {...}, "cwd": "...", "log": "..."}`
+answers the child's pid; `{"op": "status", "pid": N}` answers its exit code, or null while it
+runs (the zygote reaps its children, so only it knows). A closed stdin ends the zygote.
 
-Only environments that differ from the zygote's own in `RERANKD_*` variables are forked
-(`tests/server.py` decides): other variables, such as `HF_HOME` or `OMP_NUM_THREADS`, are read
-by libraries when they are imported, so a server that needs them starts the ordinary way.
+Only servers whose test sets nothing but `RERANKD_*` variables are forked (`tests/server.py`
+decides): other variables, such as `HF_HOME` or `OMP_NUM_THREADS`, are read by libraries when
+they are imported, so a server that needs them starts the ordinary way.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def _child(request: dict[str, Any]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    sys.argv = ["rerankd", *request["argv"]]
+    sys.argv = [request["module"], *request["argv"]]
     try:
-        runpy.run_module("rerankd", run_name="__main__", alter_sys=True)
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
         code: object = 0
     except SystemExit as stop:
         code = stop.code

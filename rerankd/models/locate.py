@@ -100,8 +100,8 @@ def _builtin_path() -> Path:
 
 def _from_hub(spec: ModelSpec) -> tuple[Path, str]:
     """The hub cache first (no network), then one download attempt with short timeouts."""
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
-    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    # Timeouts are passed per call: huggingface_hub reads its HF_HUB_*_TIMEOUT variables once,
+    # when it is imported (transformers imports it first), so setting them here did nothing.
     from huggingface_hub import snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
