@@ -105,7 +105,9 @@ FamilyOption = Annotated[
 InstructionOption = Annotated[
     str | None, typer.Option(help="Instruction, for models whose family takes one.")
 ]
-BackendOption = Annotated[str, typer.Option(help="torch or onnx.")]
+BackendOption = Annotated[
+    str, typer.Option(help="torch, onnx, or auto (the faster on this CPU, measured once).")
+]
 
 
 @app.command()

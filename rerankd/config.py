@@ -44,8 +44,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["builtin"],
         description="Model to serve: a hub id, a local directory or 'builtin'; SPEC=NAME sets the served name. Repeat for several.",
     )
-    backend: Literal["torch", "onnx"] = Field(
-        "torch", description="torch, or onnx (ONNX Runtime, the CPU fast path)."
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="auto (on a CPU, the faster of torch and ONNX Runtime for the model, measured once and recorded; torch on GPUs), torch, or onnx.",
     )
     dtype: str = Field(
         "float32", description="float32; float16/bfloat16 on CUDA; int8 with --backend onnx."

@@ -18,6 +18,10 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="rerankd-test-data-")
 # Registrations may point only under --model-roots; the test models are built under the
 # system temp directory. Tests of the roots themselves pass their own --model-roots.
 os.environ.setdefault("RERANKD_MODEL_ROOTS", tempfile.gettempdir())
+# The server's default backend is "auto", which exports and times each model once; test
+# servers run torch unless a test asks otherwise (tests/test_backend_choice.py covers auto,
+# and the README test's fresh shells run the default).
+os.environ["RERANKD_BACKEND"] = "torch"
 
 
 @pytest.fixture(scope="session")

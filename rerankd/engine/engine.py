@@ -7,6 +7,7 @@ package's `__init__` does not import it, so families may import the engine's low
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ import numpy as np
 
 from rerankd.documents import Loaded, Modalities, TextDocument, check_encodable
 from rerankd.engine.backend import Backend
+from rerankd.engine.choice import BackendChoice, choose_backend
 from rerankd.engine.onnx_backend import Progress
 from rerankd.engine.options import EngineOptions
 from rerankd.engine.plan import Direction, LongDocPolicy, ScoringPlan
@@ -29,12 +31,18 @@ logger = logging.getLogger(__name__)
 
 class Engine:
     def __init__(
-        self, model: ResolvedModel, options: EngineOptions, family: ModelFamily, backend: Backend
+        self,
+        model: ResolvedModel,
+        options: EngineOptions,
+        family: ModelFamily,
+        backend: Backend,
+        choice: BackendChoice | None = None,
     ) -> None:
         self.model = model
-        self.options = options
+        self.options = options  # with the backend chosen, never "auto"
         self.family = family
         self.backend = backend
+        self.choice = choice or BackendChoice(options.backend, "asked", "--backend")  # type: ignore[arg-type]
 
     @property
     def tokenizer(self) -> TextTokenizer:
@@ -109,6 +117,7 @@ class Engine:
             "kind": self.family.name,
             **self.family.describe(),
             "backend": self.backend.description,
+            "backend_choice": dataclasses.asdict(self.choice),
             "max_length": self.max_length,
             "threads": self.options.thread_count,
         }
@@ -132,6 +141,12 @@ def load_engine(
     resolved = resolve(model) if isinstance(model, ModelSpec) else model
     started = time.perf_counter()
     family = bind_family(resolved, options)
+    choice = choose_backend(resolved, options, family, progress)
+    if choice.by != "asked":
+        options = dataclasses.replace(options, backend=choice.backend)
+        if choice.by == "measured":  # a fresh family: the measurement ran this one
+            family = bind_family(resolved, options)
+        logger.info("backend for %s: %s", resolved.name, choice.summary())
     backend: Backend
     if options.backend == "onnx":
         from rerankd.engine.onnx_backend import OnnxBackend
@@ -143,7 +158,7 @@ def load_engine(
         backend = TorchBackend(options, family)
         if options.share_prefix and backend.shares_prefix:
             family.share_prefix = True
-    engine = Engine(resolved, options, family, backend)
+    engine = Engine(resolved, options, family, backend, choice)
     engine.warmup()
     logger.info(
         "loaded %s (%s, %s) in %.1fs",

@@ -10,6 +10,8 @@ from typing import Literal
 from rerankd.engine.cpu import cpu_flags, has_bf16
 
 BackendName = Literal["torch", "onnx"]
+# "auto" (the server's default) is resolved at load time by rerankd.engine.choice.
+BackendSetting = Literal["auto", "torch", "onnx"]
 DType = Literal["float32", "float16", "bfloat16", "int8"]
 
 _DTYPE_ALIASES = {
@@ -47,7 +49,7 @@ def check_cpu_precision(dtype: str, backend: str, flags: frozenset[str]) -> None
             "or AMX), so it would be slower than float32 and less precise. Use float32 (or "
             "--backend onnx --dtype int8 for speed), or a cuda device."
         )
-    if dtype == "bfloat16" and backend != "torch":
+    if dtype == "bfloat16" and backend == "onnx":
         raise ValueError("bfloat16 on CPU is a torch mode: use --backend torch --dtype bfloat16")
 
 
@@ -60,7 +62,7 @@ def default_cache_dir() -> Path:
 class EngineOptions:
     """Validated once, so a bad combination fails at start-up with a clear message."""
 
-    backend: BackendName = "torch"
+    backend: BackendSetting = "torch"  # the library's default; the server's is "auto"
     dtype: DType = "float32"
     device: str = "cpu"
     threads: int | None = None
@@ -78,13 +80,13 @@ class EngineOptions:
                 f"unknown dtype {self.dtype!r}; use float32, float16, bfloat16 or int8"
             )
         object.__setattr__(self, "dtype", dtype)
-        if self.backend not in ("torch", "onnx"):
-            raise ValueError(f"unknown backend {self.backend!r}; use torch or onnx")
+        if self.backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"unknown backend {self.backend!r}; use auto, torch or onnx")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N")
         if self.device == "cpu":
             check_cpu_precision(dtype, self.backend, cpu_flags())
-        if dtype == "int8" and self.backend != "onnx":
+        if dtype == "int8" and self.backend == "torch":
             raise ValueError("int8 is an ONNX Runtime mode: use --backend onnx --dtype int8")
         if self.max_length is not None and self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, not {self.max_length}")

@@ -8,6 +8,7 @@ are its batcher stopped and its backends closed, so no request in flight is cut 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -155,6 +156,8 @@ class ModelHandle:
         if self.engines:
             described.update(
                 {
+                    "backend": self.engine.options.backend,  # what "auto" chose
+                    "backend_choice": dataclasses.asdict(self.engine.choice),
                     "source": self.engine.model.source,
                     "revision": self.engine.model.revision,
                     "family": self.engine.model.family,

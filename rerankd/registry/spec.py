@@ -52,7 +52,9 @@ class Registration(BaseModel):
         "for a layerwise bge reranker.",
     )
     max_length: int | None = Field(None, ge=8, description="Tokens per pair.")
-    backend: Literal["torch", "onnx"] | None = Field(None, description="torch or onnx.")
+    backend: Literal["auto", "torch", "onnx"] | None = Field(
+        None, description="auto, torch or onnx (default: the server's --backend)."
+    )
     dtype: str | None = Field(None, description="float32, float16, bfloat16 or int8.")
     calibration: str | None = Field(
         None, description="calibration.json (rerankd calibrate) made for these weights."
@@ -233,7 +235,7 @@ class LaunchRequest(BaseModel):
         None, description="Devices: cpu, cuda:0,cuda:1 (replicas go round-robin over them)."
     )
     threads: int | None = Field(None, ge=1, le=1024, description="Inference threads per replica.")
-    backend: Literal["torch", "onnx"] | None = None
+    backend: Literal["auto", "torch", "onnx"] | None = None
     dtype: str | None = None
     max_length: int | None = Field(None, ge=8)
 

@@ -1,0 +1,212 @@
+"""`--backend auto`: on a CPU, the faster fp32 backend for this model, measured once.
+
+Which fp32 backend is faster is a property of the CPU and the model, not a constant: ONNX
+Runtime led on an AMD EPYC (Zen 4, AVX-512 VNNI), torch led under concurrency on an Intel Xeon
+with AMX (oneDNN's kernels), by 7%, at MiniLM size (docs/benchmarks.md). So `auto` applies
+the rules that need no measuring (GPUs, int8 and bf16, families without an export) and
+otherwise times both on the same batches of mixed-length pairs, once: ONNX Runtime unless
+torch is faster by more than `MARGIN`. The result is written next to the model's ONNX export,
+named for the CPU class and thread count and checked against the library versions, so later
+starts read it instead of measuring again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from rerankd.documents import TextDocument
+from rerankd.engine.backend import Backend
+from rerankd.engine.cpu import cpu_flags
+from rerankd.engine.options import BackendName, EngineOptions, default_batch_tokens
+from rerankd.engine.plan import LongDocPolicy
+from rerankd.models import ResolvedModel
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rerankd.families import ModelFamily
+
+logger = logging.getLogger(__name__)
+
+ChosenBy = Literal["asked", "rule", "measured", "record"]
+RECORD_FORMAT = 1
+MARGIN = 0.05  # torch must be this much faster to be chosen over ONNX Runtime
+WORKLOAD_GROUPS = 2  # generated probe groups: ~26 pairs, 10 to 400 words, six languages
+MIN_ROUNDS = 3
+BUDGET_SECONDS = 30.0  # past this, stop after the round running (at least one each)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """What `auto` chose and why; shown by /info, `GET /v1/models/{uid}` and the start-up log."""
+
+    backend: BackendName
+    by: ChosenBy
+    why: str
+    pairs_per_s: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if not self.pairs_per_s:
+            return f"{self.backend} ({self.by}: {self.why})"
+        rates = ", ".join(f"{name} {rate:.1f}" for name, rate in self.pairs_per_s.items())
+        return f"{self.backend} ({self.by}: {rates} pairs/s; {self.why})"
+
+
+def choose_backend(
+    model: ResolvedModel,
+    options: EngineOptions,
+    family: ModelFamily,
+    progress: Callable[[str], None] | None = None,
+) -> BackendChoice:
+    """The backend `options` runs with: as asked, by rule, or the faster one measured here."""
+    if options.backend != "auto":
+        return BackendChoice(options.backend, "asked", "--backend")
+    rule = _by_rule(options, family)
+    if rule is not None:
+        return rule
+    path = record_path(model, options)
+    recorded = _read(path)
+    if recorded is not None:
+        return recorded
+    if progress:
+        progress("measuring torch and ONNX Runtime on this CPU (once per model and CPU class)")
+    rates = _measure(model, options, family, progress)
+    choice = _decide(rates)
+    _write(path, choice)
+    return replace(choice, by="measured")
+
+
+def _by_rule(options: EngineOptions, family: ModelFamily) -> BackendChoice | None:
+    if options.device != "cpu":
+        return BackendChoice("torch", "rule", "ONNX Runtime's fast path is for CPUs")
+    if options.dtype == "int8":
+        return BackendChoice("onnx", "rule", "int8 is an ONNX Runtime mode")
+    if options.dtype == "bfloat16":
+        return BackendChoice("torch", "rule", "bfloat16 is a torch mode")
+    if family.onnx_refusal:
+        return BackendChoice("torch", "rule", f"no ONNX export: {family.onnx_refusal}")
+    return None
+
+
+def _decide(rates: dict[str, float]) -> BackendChoice:
+    if rates["torch"] > rates["onnx"] * (1 + MARGIN):
+        why = f"torch faster by more than {MARGIN:.0%}"
+        return BackendChoice("torch", "measured", why, rates)
+    return BackendChoice("onnx", "measured", f"torch not faster by {MARGIN:.0%}", rates)
+
+
+# Measuring ---------------------------------------------------------------------------------
+
+
+def workload(family: ModelFamily) -> list[list[Any]]:
+    """Length-sorted batches of the family's own items, cut as the CPU scheduler cuts them."""
+    from rerankd.engine.quantize_probe import PROBE_SEED, traffic
+
+    items: list[Any] = []
+    for query, passages in traffic(PROBE_SEED + 1, WORKLOAD_GROUPS):
+        plan = family.plan_documents(
+            TextDocument(query),
+            [TextDocument(p) for p in passages],
+            LongDocPolicy(),
+            family.instruction_for(None),
+        )
+        items.extend(plan.sequences)
+    items.sort(key=len)
+    budget = default_batch_tokens("cpu")
+    batches: list[list[Any]] = [[]]
+    for item in items:
+        if batches[-1] and len(item) * (len(batches[-1]) + 1) > budget:
+            batches.append([])
+        batches[-1].append(item)
+    return batches
+
+
+def _measure(
+    model: ResolvedModel,
+    options: EngineOptions,
+    family: ModelFamily,
+    progress: Callable[[str], None] | None,
+) -> dict[str, float]:
+    """Pairs per second of each backend on the same pairs, as each would serve them (torch
+    with the family's shared instruction prefix where its head can run one)."""
+    from rerankd.engine.onnx_backend import OnnxBackend
+    from rerankd.engine.torch_backend import TorchBackend
+    from rerankd.families import bind_family
+
+    torch_options = replace(options, backend="torch")
+    runs: dict[str, tuple[ModelFamily, Backend, list[list[Any]]]] = {}
+    try:
+        torch_family = bind_family(model, torch_options)
+        torch_backend = TorchBackend(torch_options, torch_family)
+        torch_family.share_prefix = options.share_prefix and torch_backend.shares_prefix
+        runs["torch"] = (torch_family, torch_backend, workload(torch_family))
+        onnx_backend = OnnxBackend(model, replace(options, backend="onnx"), family, progress)
+        runs["onnx"] = (family, onnx_backend, workload(family))
+        for each, backend, batches in runs.values():  # warm: first-run allocations, kernels
+            each.run(backend.run, batches[0][:2])
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        started = time.perf_counter()
+        while len(seconds["onnx"]) < MIN_ROUNDS and (
+            not seconds["onnx"] or time.perf_counter() - started < BUDGET_SECONDS
+        ):
+            for name, (each, backend, batches) in runs.items():  # alternated: drift hits both
+                began = time.perf_counter()
+                for batch in batches:
+                    each.run(backend.run, batch)
+                seconds[name].append(time.perf_counter() - began)
+    finally:
+        for _, backend, _ in runs.values():
+            backend.close()
+    pairs = sum(len(batch) for batch in runs["onnx"][2])
+    return {name: round(pairs / statistics.median(times), 2) for name, times in seconds.items()}
+
+
+# The record ----------------------------------------------------------------------------------
+
+
+def record_path(model: ResolvedModel, options: EngineOptions) -> Path:
+    """Beside the model's ONNX export (keyed by its weights and settings), per CPU class and
+    thread count: a cache copied to another machine measures again."""
+    from rerankd.engine.onnx_backend import cache_entry
+    from rerankd.engine.quantize import isa_class
+
+    isa = isa_class(cpu_flags())
+    return cache_entry(model, options) / f"backend-{isa}-{options.thread_count}t.json"
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _read(path: Path) -> BackendChoice | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != RECORD_FORMAT or data.get("versions") != _versions():
+            return None  # another library version may change the answer: measure again
+        choice = data["choice"]
+        return BackendChoice(choice["backend"], "record", choice["why"], choice["pairs_per_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write(path: Path, choice: BackendChoice) -> None:
+    data = {
+        "format": RECORD_FORMAT,
+        "versions": _versions(),
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "choice": asdict(choice),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may race
+    temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    temporary.replace(path)

@@ -1,0 +1,99 @@
+"""`--backend auto`: rules where no measuring is needed, else torch and ONNX Runtime timed once
+on this CPU and the answer recorded beside the export (issue 24)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rerankd.config import Settings
+from rerankd.engine import EngineOptions
+from rerankd.engine.choice import BackendChoice, _by_rule, _decide, record_path, workload
+from rerankd.engine.engine import load_engine
+from rerankd.families import bind_family, resolve
+from rerankd.models import ModelSpec
+from tests.server import run_server
+
+
+def test_the_server_default_is_auto_and_the_library_default_is_torch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RERANKD_BACKEND", raising=False)  # conftest pins the tests' servers
+    assert Settings().backend == "auto"
+    assert EngineOptions().backend == "torch"
+
+
+def test_rules_need_no_measuring(bert_model: Path, colbert_model: Path) -> None:
+    bert = bind_family(resolve(ModelSpec(str(bert_model))), EngineOptions(backend="auto"))
+    assert _by_rule(EngineOptions(backend="auto", device="cuda"), bert) == BackendChoice(
+        "torch", "rule", "ONNX Runtime's fast path is for CPUs"
+    )
+    int8 = _by_rule(EngineOptions(backend="auto", dtype="int8"), bert)
+    assert int8 is not None and int8.backend == "onnx"
+    assert _by_rule(EngineOptions(backend="auto"), bert) is None  # fp32 on a CPU: measured
+    colbert = bind_family(resolve(ModelSpec(str(colbert_model))), EngineOptions(backend="auto"))
+    refused = _by_rule(EngineOptions(backend="auto"), colbert)
+    assert refused is not None and refused.backend == "torch" and "ONNX" in refused.why
+
+
+def test_onnx_unless_torch_is_clearly_faster() -> None:
+    assert _decide({"torch": 21.0, "onnx": 20.5}).backend == "onnx"  # within the margin
+    assert _decide({"torch": 25.0, "onnx": 20.0}).backend == "torch"
+    assert _decide({"torch": 18.0, "onnx": 24.0}).backend == "onnx"
+
+
+def test_the_workload_is_batched_like_the_cpu_scheduler(bert_model: Path) -> None:
+    family = bind_family(resolve(ModelSpec(str(bert_model))), EngineOptions())
+    batches = workload(family)
+    lengths = [len(item) for batch in batches for item in batch]
+    assert len(lengths) >= 20 and lengths == sorted(lengths)
+    assert all(len(b) == 1 or len(b) * max(len(i) for i in b) <= 2048 for b in batches)
+
+
+def test_measured_once_then_read_from_the_record(bert_model: Path, tmp_path: Path) -> None:
+    options = EngineOptions(backend="auto", cache_dir=tmp_path, max_length=128)
+    first = load_engine(str(bert_model), options)
+    choice = first.choice
+    assert choice.by == "measured"
+    assert set(choice.pairs_per_s) == {"torch", "onnx"}
+    assert all(rate > 0 for rate in choice.pairs_per_s.values())
+    assert first.options.backend == choice.backend
+    assert first.describe()["backend_choice"]["backend"] == choice.backend
+    record = record_path(first.model, first.options)
+    assert json.loads(record.read_text())["choice"]["backend"] == choice.backend
+    first.close()
+
+    again = load_engine(str(bert_model), options)
+    assert again.choice.by == "record" and again.choice.backend == choice.backend
+    assert again.choice.pairs_per_s == choice.pairs_per_s
+    again.close()
+
+    data = json.loads(record.read_text())  # an upgraded library may change the answer
+    record.write_text(json.dumps({**data, "versions": {"torch": "0.0", "onnxruntime": "0.0"}}))
+    assert load_engine(str(bert_model), options).choice.by == "measured"
+
+    one_thread = EngineOptions(backend="auto", cache_dir=tmp_path, max_length=128, threads=1)
+    assert load_engine(str(bert_model), one_thread).choice.by == "measured"  # its own record
+
+
+def test_a_server_started_with_auto_says_what_it_chose_and_why(
+    bert_model: Path, tmp_path: Path
+) -> None:
+    args = ["--model", f"{bert_model}=tiny-bert", "--backend", "auto", "--max-length", "128"]
+    args += ["--cache-dir", str(tmp_path / "cache")]
+    with run_server(args, log_dir=tmp_path) as server:
+        model = httpx.get(f"{server.url}/v1/models/tiny-bert", timeout=30).json()
+        chosen = model["backend_choice"]
+        assert chosen["by"] == "measured" and model["backend"] == chosen["backend"]
+        info = httpx.get(f"{server.url}/info", timeout=30).json()
+        assert chosen["backend"] in json.dumps(info)
+        scored = httpx.post(
+            f"{server.url}/rerank",
+            json={"query": "what is a reranker", "texts": ["a model that scores", "bread"]},
+            timeout=30,
+        )
+        assert scored.status_code == 200
+    assert f"backend for tiny-bert: {chosen['backend']} (measured:" in server.logs()
