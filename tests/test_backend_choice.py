@@ -13,6 +13,7 @@ from rerankd.config import Settings
 from rerankd.engine import EngineOptions
 from rerankd.engine.choice import BackendChoice, _by_rule, _decide, record_path, workload
 from rerankd.engine.engine import load_engine
+from rerankd.engine.plan import LongDocPolicy
 from rerankd.families import bind_family, resolve
 from rerankd.models import ModelSpec
 from tests.server import run_server
@@ -97,3 +98,20 @@ def test_a_server_started_with_auto_says_what_it_chose_and_why(
         )
         assert scored.status_code == 200
     assert f"backend for tiny-bert: {chosen['backend']} (measured:" in server.logs()
+
+
+def test_a_failed_export_serves_torch_and_records_nothing(
+    bert_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rerankd.engine import onnx_backend
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("export exploded")
+
+    monkeypatch.setattr(onnx_backend.OnnxBackend, "__init__", broken)
+    options = EngineOptions(backend="auto", cache_dir=tmp_path, max_length=128)
+    engine = load_engine(str(bert_model), options)
+    assert engine.options.backend == "torch" and engine.choice.by == "rule"
+    assert "export exploded" in engine.choice.why
+    assert not record_path(engine.model, engine.options).exists()  # the next start tries again
+    assert engine.run(engine.plan("q", ["d"], LongDocPolicy()).sequences).shape == (1,)

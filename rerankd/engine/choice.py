@@ -77,7 +77,13 @@ def choose_backend(
         return recorded
     if progress:
         progress("measuring torch and ONNX Runtime on this CPU (once per model and CPU class)")
-    rates = _measure(model, options, family, progress)
+    try:
+        rates = _measure(model, options, family, progress)
+    except Exception as exc:  # noqa: BLE001 - torch still serves; the next start tries again
+        logger.warning(
+            "backend auto: ONNX Runtime failed for %s, serving torch", model.name, exc_info=True
+        )
+        return BackendChoice("torch", "rule", f"the ONNX export or run failed: {exc}")
     choice = _decide(rates)
     _write(path, choice)
     return replace(choice, by="measured")
