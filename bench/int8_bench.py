@@ -82,14 +82,18 @@ def build_variants(name: str, threads: int, work: Path) -> tuple[object, dict[st
 def measure(name: str, requests: int, threads: int, work: Path) -> dict[str, object]:
     from rerankd.batching import run_sorted
     from rerankd.engine import EngineOptions, LongDocPolicy
+    from rerankd.engine.choice import BackendChoice
     from rerankd.engine.engine import Engine
     from rerankd.engine.quantize import SessionBackend, spearman
     from rerankd.families import bind_family
 
     model, variants, info = build_variants(name, threads, work)
     options = EngineOptions(backend="onnx", threads=threads)
+    asked = BackendChoice("onnx", "asked", "--backend")
     engines = {
-        label: Engine(model, options, bind_family(model, options), SessionBackend(path, threads))  # type: ignore[arg-type]
+        label: Engine(
+            model, options, bind_family(model, options), SessionBackend(path, threads), asked
+        )
         for label, path in variants.items()
     }
     workload = make_requests(requests, WorkloadSpec(documents=32, seed=3))

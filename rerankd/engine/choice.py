@@ -40,6 +40,7 @@ RECORD_FORMAT = 1
 MARGIN = 0.05  # torch must be this much faster to be chosen over ONNX Runtime
 WORKLOAD_GROUPS = 2  # generated probe groups: ~26 pairs, 10 to 400 words, six languages
 MIN_ROUNDS = 3
+SERVER_BATCH_SIZE = 256  # the server's --max-batch-size default
 BUDGET_SECONDS = 30.0  # past this, stop after the round running (at least one each)
 
 
@@ -124,14 +125,12 @@ def workload(family: ModelFamily) -> list[list[Any]]:
             family.instruction_for(None),
         )
         items.extend(plan.sequences)
+    from rerankd.batching import cut_batches  # the scheduler's own cut (lazily: it is above)
+
     items.sort(key=len)
-    budget = default_batch_tokens("cpu")
-    batches: list[list[Any]] = [[]]
-    for item in items:
-        if batches[-1] and len(item) * (len(batches[-1]) + 1) > budget:
-            batches.append([])
-        batches[-1].append(item)
-    return batches
+    lengths = [len(item) for item in items]
+    ranges = cut_batches(lengths, default_batch_tokens("cpu"), SERVER_BATCH_SIZE)
+    return [items[r.start : r.stop] for r in ranges]
 
 
 def _measure(

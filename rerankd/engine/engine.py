@@ -36,13 +36,13 @@ class Engine:
         options: EngineOptions,
         family: ModelFamily,
         backend: Backend,
-        choice: BackendChoice | None = None,
+        choice: BackendChoice,
     ) -> None:
         self.model = model
         self.options = options  # with the backend chosen, never "auto"
         self.family = family
         self.backend = backend
-        self.choice = choice or BackendChoice(options.backend, "asked", "--backend")  # type: ignore[arg-type]
+        self.choice = choice
 
     @property
     def tokenizer(self) -> TextTokenizer:
