@@ -210,10 +210,7 @@ def _system(batch_tokens: int, tree: Path | None) -> servers.System:
     base = servers.SYSTEMS["rerankd-onnx-fp32"]
 
     def command(model_dir: Path, port: int) -> list[str]:
-        line = base.command(model_dir, port)
-        at = line.index("--max-batch-tokens")
-        line[at + 1] = str(batch_tokens)
-        return line
+        return [*base.command(model_dir, port), "--max-batch-tokens", str(batch_tokens)]
 
     name = f"rerankd-onnx-fp32-{batch_tokens}" + ("-ref" if tree else "")
     return replace(base, name=name, command=command, cwd=lambda model_dir: tree)

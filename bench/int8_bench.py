@@ -25,7 +25,7 @@ from bench import fixtures
 from bench.workload import WorkloadSpec, make_requests
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MAX_BATCH_TOKENS = 2048
+MAX_BATCH_TOKENS = 512  # ONNX Runtime's CPU default (rerankd.engine.options)
 CACHE = fixtures.WORK / "cache"
 
 

@@ -220,7 +220,7 @@ def _method_section(results: dict) -> list[str]:
         "The tutorial baseline is `bench/baselines/tutorial_server.py`; Infinity runs from its "
         "own venv (`bench/peers.py`), offline, telemetry off, `--no-compile`; its optimum "
         "engine serves files exported with `optimum-cli` (int8: `--avx2` dynamic quantization). "
-        f"rerankd runs with `--max-batch-tokens {results['max_batch_tokens']}` and its score "
+        f"rerankd runs with its batch budget ({results['max_batch_tokens']}) and its score "
         "cache off.",
         "- Load: `bench/loadgen.py`, closed loop, each client sends its next request when the "
         "last returns; pairs/s is completed pairs over first-send-to-last-response time.",

@@ -42,13 +42,14 @@ from bench import (
 )
 from bench.flops import FORMULA, EncoderShape
 from bench.workload import Request, make_requests
+from rerankd.engine.cpu import cpu_flags, has_bf16
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_LENGTH = 512
 logger = logging.getLogger("bench")
 
 PEERS = ("tutorial", "infinity-torch", "infinity-optimum-int8", "xinference")
-RERANKD = ("rerankd-torch-fp32", "rerankd-onnx-fp32", "rerankd-onnx-int8")
+RERANKD = ("rerankd-torch-fp32", "rerankd-onnx-fp32", "rerankd-onnx-int8", "rerankd-torch-bf16")
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if not servers.rerankd_available():
         logger.warning("`python -m rerankd serve` is not available: rerankd modes skipped")
         systems = [s for s in systems if not s.startswith("rerankd")]
+    if not has_bf16(cpu_flags()):
+        systems = [s for s in systems if not s.endswith("bf16")]  # no bf16 unit: refused
     if any(s.startswith("infinity") for s in systems):
         peers.ensure_infinity_venv()
     if "xinference" in systems:
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "machine": machine.describe(),
         "foreign_cores_at_start": round(foreign, 2),
         "threads": servers.THREADS,
-        "max_batch_tokens": servers.MAX_BATCH_TOKENS,
+        "max_batch_tokens": "each backend's default",
         "max_length": MAX_LENGTH,
         "flops_formula": FORMULA,
         "gemm": gemm.measure(servers.THREADS),

@@ -87,7 +87,7 @@ def main() -> None:
         cache_dir=fixtures.WORK / "cache",
     )
     engine = load_engine(str(model), options)
-    engine_rate, engine_alone = engine_pairs_per_s(engine, requests, servers.MAX_BATCH_TOKENS)
+    engine_rate, engine_alone = engine_pairs_per_s(engine, requests, engine.batch_tokens)
     del engine
     print(
         f"engine alone: {engine_rate:.1f} pairs/s; one request alone: {statistics.median(engine_alone) * 1000:.0f} ms"

@@ -142,7 +142,10 @@ class Settings(BaseSettings):
     max_batch_tokens: int | None = Field(
         None,
         ge=64,
-        description="Padded tokens (longest x count) per batch (default 2048 on CPU, 16384 on GPU).",
+        description=(
+            "Padded tokens (longest x count) per batch (default on CPU: 512 for ONNX Runtime, "
+            "1024 for torch, 2048 for torch bf16; 16384 on GPU)."
+        ),
     )
     max_batch_size: int = Field(256, ge=1, description="Sequences per batch, at most.")
     max_queue_tokens: int = Field(
@@ -366,6 +369,8 @@ class Settings(BaseSettings):
 
     @property
     def batch_tokens(self) -> int:
+        """The batch budget asked for, else the first device's default for torch fp32 (a GPU's
+        16384; on a CPU each loaded model batches at its own backend's size: `Engine`)."""
         return self.max_batch_tokens or default_batch_tokens(self.devices[0])
 
     @property

@@ -20,7 +20,7 @@ from rerankd.calibration.attach import find as find_calibration
 from rerankd.documents import Document, TextDocument, check_documents, check_modalities
 from rerankd.engine import EngineOptions, LongDocPolicy
 from rerankd.engine.engine import Engine, load_engine
-from rerankd.engine.options import default_batch_tokens, default_cache_dir
+from rerankd.engine.options import default_cache_dir
 from rerankd.errors import InvalidInput
 from rerankd.families import resolve
 from rerankd.images import ImageLoader, ImagePolicy, load_inline
@@ -75,7 +75,7 @@ class Reranker:
         resolved = resolve(spec)
         self.calibration = find_calibration(resolved, str(calibration) if calibration else None, ())
         self.engine: Engine = load_engine(resolved, options)
-        self.max_batch_tokens = max_batch_tokens or default_batch_tokens(device)
+        self.max_batch_tokens = max_batch_tokens or self.engine.batch_tokens
         self._images = ImagePolicy()
         self._paths = ScoringPaths(ImageLoader(self._images))
         self._target = Target(

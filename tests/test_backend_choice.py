@@ -13,6 +13,7 @@ from rerankd.config import Settings
 from rerankd.engine import EngineOptions
 from rerankd.engine.choice import BackendChoice, _by_rule, _decide, record_path, workload
 from rerankd.engine.engine import load_engine
+from rerankd.engine.options import default_batch_tokens
 from rerankd.engine.plan import LongDocPolicy
 from rerankd.families import bind_family, resolve
 from rerankd.models import ModelSpec
@@ -48,10 +49,24 @@ def test_onnx_unless_torch_is_clearly_faster() -> None:
 
 def test_the_workload_is_batched_like_the_cpu_scheduler(bert_model: Path) -> None:
     family = bind_family(resolve(ModelSpec(str(bert_model))), EngineOptions())
-    batches = workload(family)
-    lengths = [len(item) for batch in batches for item in batch]
-    assert len(lengths) >= 20 and lengths == sorted(lengths)
-    assert all(len(b) == 1 or len(b) * max(len(i) for i in b) <= 2048 for b in batches)
+    for backend in ("torch", "onnx"):
+        budget = default_batch_tokens("cpu", backend)
+        batches = workload(family, backend)
+        lengths = [len(item) for batch in batches for item in batch]
+        assert len(lengths) >= 20 and lengths == sorted(lengths)
+        assert all(len(b) == 1 or len(b) * max(len(i) for i in b) <= budget for b in batches)
+        # As full as the budget allows: one more row would not have fitted.
+        for batch, following in zip(batches, batches[1:], strict=False):
+            assert (len(batch) + 1) * len(following[0]) > budget
+    assert len(workload(family, "onnx")) > len(workload(family, "torch"))  # 512 vs 1024 tokens
+
+
+def test_each_backend_and_precision_batches_at_its_own_size() -> None:
+    assert default_batch_tokens("cpu", "onnx", "float32") == 512
+    assert default_batch_tokens("cpu", "onnx", "int8") == 512
+    assert default_batch_tokens("cpu", "torch", "float32") == 1024
+    assert default_batch_tokens("cpu", "torch", "bfloat16") == 2048  # AMX wants tall tiles
+    assert default_batch_tokens("cuda:0", "torch", "float16") == 16384
 
 
 def test_measured_once_then_read_from_the_record(bert_model: Path, tmp_path: Path) -> None:
@@ -63,6 +78,7 @@ def test_measured_once_then_read_from_the_record(bert_model: Path, tmp_path: Pat
     assert all(rate > 0 for rate in choice.pairs_per_s.values())
     assert first.options.backend == choice.backend
     assert first.describe()["backend_choice"]["backend"] == choice.backend
+    assert first.batch_tokens == default_batch_tokens("cpu", choice.backend)
     record = record_path(first.model, first.options)
     assert json.loads(record.read_text())["choice"]["backend"] == choice.backend
     first.close()
@@ -89,6 +105,9 @@ def test_a_server_started_with_auto_says_what_it_chose_and_why(
         model = httpx.get(f"{server.url}/v1/models/tiny-bert", timeout=30).json()
         chosen = model["backend_choice"]
         assert chosen["by"] == "measured" and model["backend"] == chosen["backend"]
+        # The batch budget is the chosen backend's own, not one fixed before the choice.
+        assert model["max_batch_tokens"] == default_batch_tokens("cpu", chosen["backend"])
+        assert model["served_dtype"] == "float32"
         info = httpx.get(f"{server.url}/info", timeout=30).json()
         assert chosen["backend"] in json.dumps(info)
         scored = httpx.post(

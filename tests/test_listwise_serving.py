@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -139,3 +140,11 @@ def test_rerankd_families_lists_it() -> None:
     result = CliRunner().invoke(app, ["families"])
     assert result.exit_code == 0
     assert "jina-reranker-v3:" in result.output and "listwise" in result.output
+
+
+def test_the_batch_budget_asked_for_is_every_model_s(server: ServerProcess) -> None:
+    """`--max-batch-tokens` overrides each backend's own default, for every model served."""
+    for name in (MODEL, "tiny-bert"):
+        model = httpx.get(f"{server.url}/v1/models/{name}", timeout=30).json()
+        assert model["max_batch_tokens"] == 16384
+    assert httpx.get(f"{server.url}/info", timeout=30).json()["max_batch_tokens"] == 16384

@@ -85,7 +85,8 @@ async def info(request: Request) -> dict[str, Any]:
         "model_type": "reranker",
         "max_input_length": first.get("max_length"),
         "max_client_batch_size": settings.max_documents,
-        "max_batch_tokens": settings.batch_tokens,
+        # Per model (each backend batches at its own size); TEI has one model: the first's.
+        "max_batch_tokens": first.get("max_batch_tokens", settings.max_batch_tokens),
         "max_concurrent_requests": None,
         "ready": service.ready,
         "models": [{key: m.get(key) for key in PUBLIC_MODEL_FIELDS} for m in models],

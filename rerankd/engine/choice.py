@@ -112,8 +112,9 @@ def _decide(rates: dict[str, float]) -> BackendChoice:
 # Measuring ---------------------------------------------------------------------------------
 
 
-def workload(family: ModelFamily) -> list[list[Any]]:
-    """Length-sorted batches of the family's own items, cut as the CPU scheduler cuts them."""
+def workload(family: ModelFamily, backend: BackendName) -> list[list[Any]]:
+    """Length-sorted batches of the family's own items, cut as the CPU scheduler would cut
+    them for `backend` (each backend at its own default batch budget)."""
     from rerankd.engine.quantize_probe import PROBE_SEED, traffic
 
     items: list[Any] = []
@@ -129,7 +130,7 @@ def workload(family: ModelFamily) -> list[list[Any]]:
 
     items.sort(key=len)
     lengths = [len(item) for item in items]
-    ranges = cut_batches(lengths, default_batch_tokens("cpu"), SERVER_BATCH_SIZE)
+    ranges = cut_batches(lengths, default_batch_tokens("cpu", backend), SERVER_BATCH_SIZE)
     return [items[r.start : r.stop] for r in ranges]
 
 
@@ -151,9 +152,9 @@ def _measure(
         torch_family = bind_family(model, torch_options)
         torch_backend = TorchBackend(torch_options, torch_family)
         torch_family.share_prefix = options.share_prefix and torch_backend.shares_prefix
-        runs["torch"] = (torch_family, torch_backend, workload(torch_family))
+        runs["torch"] = (torch_family, torch_backend, workload(torch_family, "torch"))
         onnx_backend = OnnxBackend(model, replace(options, backend="onnx"), family, progress)
-        runs["onnx"] = (family, onnx_backend, workload(family))
+        runs["onnx"] = (family, onnx_backend, workload(family, "onnx"))
         for each, backend, batches in runs.values():  # warm: first-run allocations, kernels
             each.run(backend.run, batches[0][:2])
         seconds: dict[str, list[float]] = {name: [] for name in runs}

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from rerankd.documents import Loaded, Modalities, TextDocument, check_encodable
 from rerankd.engine.backend import Backend
 from rerankd.engine.choice import BackendChoice, choose_backend
 from rerankd.engine.onnx_backend import Progress
-from rerankd.engine.options import EngineOptions
+from rerankd.engine.options import DType, EngineOptions, default_batch_tokens
 from rerankd.engine.plan import Direction, LongDocPolicy, ScoringPlan
 from rerankd.engine.tokenize import TextTokenizer, cut_text
 from rerankd.families import ModelFamily, bind_family, resolve
@@ -43,6 +44,21 @@ class Engine:
         self.family = family
         self.backend = backend
         self.choice = choice
+
+    @property
+    def served_dtype(self) -> DType:
+        """The precision actually served: int8 or bf16 that its accuracy probe refused is fp32."""
+        if self.options.backend == "onnx":
+            served = getattr(self.backend, "file", None)
+            is_int8 = isinstance(served, Path) and served.name.startswith("model.int8")
+            return "int8" if is_int8 else "float32"
+        dtype: DType = getattr(self.backend, "served_dtype", self.options.dtype)
+        return dtype
+
+    @property
+    def batch_tokens(self) -> int:
+        """The default batch budget for what this engine serves (`--max-batch-tokens` wins)."""
+        return default_batch_tokens(self.options.device, self.choice.backend, self.served_dtype)
 
     @property
     def tokenizer(self) -> TextTokenizer:

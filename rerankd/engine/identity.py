@@ -25,14 +25,11 @@ def cache_identity(engine: Engine) -> tuple[object, ...]:
     actually served (an int8 request the accuracy probe refused serves fp32), and the int8
     scheme is the CPU class its file was tuned for."""
     model, options = engine.model, engine.options
-    dtype: str = getattr(engine.backend, "served_dtype", options.dtype)  # bf16 may be refused
+    dtype: str = engine.served_dtype
     scheme: str | None = None
-    if options.backend == "onnx":
+    if dtype == "int8":
         served = getattr(engine.backend, "file", None)
-        if isinstance(served, Path) and served.name.startswith("model.int8"):
-            dtype, scheme = "int8", served.stem.partition("-")[2] or "generic"
-        else:
-            dtype = "float32"
+        scheme = (served.stem.partition("-")[2] if isinstance(served, Path) else "") or "generic"
     return (
         IDENTITY_VERSION,
         model.name,

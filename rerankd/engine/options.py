@@ -27,15 +27,23 @@ _DTYPE_ALIASES = {
 }
 
 
-def default_batch_tokens(device: str) -> int:
-    """Padded tokens per batch when none is set.
+def default_batch_tokens(
+    device: str, backend: BackendName = "torch", dtype: DType = "float32"
+) -> int:
+    """Padded tokens per batch when none is set, for the backend and precision served.
 
-    On CPU a small budget wins: length-sorted batches of ~2k tokens pad little, and the GEMMs
-    are already large enough to fill the cores (bench/engine_bench: 2048 was 1.5x faster than
-    16384 on 32 mixed-length passages, which 16384 packs into one batch padded to its longest).
-    A GPU needs big batches to be busy.
+    A GPU needs big batches to be busy. On a CPU the products are already large at a few
+    hundred tokens, and what pays is a batch whose activations stay in the cores' caches and
+    whose rows pad little: `python -m bench.batch_budget` (2-core Xeon, AMX; the same pooled
+    requests cut at each budget) found ONNX Runtime fp32 and int8 fastest at 512 padded
+    tokens (1.12-1.23x their speed at 2048), torch fp32 at 1024 (1.04-1.10x), and torch bf16
+    at 2048 (AMX tiles want tall matrices: 0.77x at 1024).
     """
-    return 2048 if device == "cpu" else 16384
+    if device != "cpu":
+        return 16384
+    if backend == "onnx":
+        return 512
+    return 2048 if dtype == "bfloat16" else 1024
 
 
 def check_cpu_precision(dtype: str, backend: str, flags: frozenset[str]) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from rerankd.engine.backend import Backend, Batch
 from rerankd.engine.cpu import cpu_flags
-from rerankd.engine.options import EngineOptions
+from rerankd.engine.options import EngineOptions, default_batch_tokens
 from rerankd.engine.plan import LongDocPolicy
 from rerankd.engine.quantize_probe import Group, probe_set
 from rerankd.models import ResolvedModel
@@ -51,6 +51,7 @@ MIN_SPEARMAN = 0.98
 MAX_DEVIATION = 0.05  # of normalized scores (sigmoid, or (cosine + 1) / 2), in [0, 1]
 MAX_KEPT_SHARE = 1 / 3  # at most this share of the quantizable products stays fp32
 QUANTIZED_OPS = ("MatMul", "Attention")
+PROBE_BATCH = default_batch_tokens("cpu", "onnx", "int8")  # padded tokens per probe batch
 _ISA_FLAGS = (
     "avx2",
     "avx512f",
@@ -360,7 +361,11 @@ def score_groups(
     run: Callable[[Batch], np.ndarray],
     groups: tuple[Group, ...] | None = None,
 ) -> np.ndarray:
-    """Normalized scores of every pair of `groups` (default: the probe set), batched as served."""
+    """Normalized scores of every pair of `groups` (default: the probe set), batched as served.
+
+    Dynamic int8 takes one activation range per batch, so what shares a batch changes the
+    scores: the probe cuts batches at the budget ONNX Runtime serves with on a CPU.
+    """
     from rerankd.batching import run_sorted
     from rerankd.documents import TextDocument
 
@@ -370,9 +375,7 @@ def score_groups(
         plan = family.plan_documents(
             TextDocument(query), [TextDocument(p) for p in passages], LongDocPolicy(), instruction
         )
-        outputs = run_sorted(
-            lambda items: family.run(run, items), plan.sequences, max_batch_tokens=4096
-        )
+        outputs = run_sorted(lambda items: family.run(run, items), plan.sequences, PROBE_BATCH)
         scores.append(family.normalize(plan.combine(outputs)))
     # Rounded: two copies of a passage, padded in different batches, differ in the 8th digit;
     # rounding lets fp32 tie them, as the probe's duplicates mean to.

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from rerankd.engine.backend import Batch
-from rerankd.engine.options import EngineOptions
+from rerankd.engine.options import DType, EngineOptions
 from rerankd.families import ModelFamily
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -22,7 +22,7 @@ class TorchBackend:
             torch.set_num_threads(options.thread_count)
         self.device = torch.device(options.device)
         self._input_names = family.input_names
-        self.served_dtype: str = options.dtype
+        self.served_dtype: DType = options.dtype
         refusal = ""
         if options.device == "cpu" and options.dtype == "bfloat16":
             from rerankd.engine.bf16 import checked

@@ -23,7 +23,6 @@ from rerankd.config import Settings
 from rerankd.engine import EngineOptions
 from rerankd.engine.engine import Engine, load_engine
 from rerankd.engine.identity import cache_identity
-from rerankd.engine.options import default_batch_tokens
 from rerankd.engine.tokenize import Sequence
 from rerankd.families import resolve
 from rerankd.registry.handle import ModelHandle, Placement
@@ -116,7 +115,8 @@ def load_replicas(
     except BaseException:
         close_engines(engines)
         raise
-    batch_tokens = settings.max_batch_tokens or default_batch_tokens(placement.devices[0])
+    # Per backend and precision (torch, ONNX and bf16 each run fastest at their own size).
+    batch_tokens = settings.max_batch_tokens or engines[0].batch_tokens
     batcher = DynamicBatcher(
         [engine.run for engine in engines],
         max_batch_tokens=batch_tokens,
