@@ -13,7 +13,7 @@ Bulk pairs/s are read from the server's own `rerankd_pairs_scored` counter over 
 runs the same against a git ref's rerankd (extracted under bench/.work): today's scheduler,
 measured in the same run.
 
-    python -m bench.fairness [--seconds 20] [--rounds 2] [--ref main] [--batch-tokens 2048 1024]
+    python -m bench.fairness [--seconds 20] [--rounds 2] [--ref main] [--batch-tokens 512 2048]
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def main() -> None:
     parser.add_argument("--small-seconds", type=float, default=8.0, help="each small-alone window")
     parser.add_argument("--small-interval", type=float, default=1.0)
     parser.add_argument("--settle", type=float, default=5.0, help="seconds before the first window")
-    parser.add_argument("--batch-tokens", type=int, nargs="+", default=[2048])
+    parser.add_argument("--batch-tokens", type=int, nargs="+", default=[512])  # ONNX default
     parser.add_argument("--ref", help="also run this git ref's rerankd (e.g. main)")
     args = parser.parse_args()
     results = run(args)

@@ -2,7 +2,8 @@
 
 Every request's sequences join one queue per model; an inference thread per replica cuts one
 batch at a time from what is waiting, so a request that arrives while a batch runs is
-considered for the very next one. The scheduler's promise, in one sentence:
+considered for the very next one. A replica listed twice gets two threads, two batches in
+flight (the GPU default, `--batches-in-flight`): one is prepared while the other runs. The scheduler's promise, in one sentence:
 
     A request's first batch starts right after the batch that was running when it arrived,
     unless a waiting request with a better (lower) `priority`, or the same priority and fewer
@@ -333,6 +334,11 @@ class DynamicBatcher(Generic[Item]):
         """(pairs, tokens) waiting."""
         with self._cond:
             return self._queued_pairs, self._queued_tokens
+
+    @property
+    def workers(self) -> int:
+        """Inference threads: one per replica and batch in flight."""
+        return len(self._replicas)
 
     def start(self) -> None:
         self._running = True

@@ -148,6 +148,15 @@ class Settings(BaseSettings):
         ),
     )
     max_batch_size: int = Field(256, ge=1, description="Sequences per batch, at most.")
+    batches_in_flight: int | None = Field(
+        None,
+        ge=1,
+        le=4,
+        description=(
+            "Batches each replica runs at once (default 2 on a GPU: the next batch is collated "
+            "and copied while one runs; 1 on a CPU, where one batch uses every core)."
+        ),
+    )
     max_queue_tokens: int = Field(
         2_000_000, ge=1, description="Tokens waiting per model before new requests get 429."
     )

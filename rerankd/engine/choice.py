@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ChosenBy = Literal["asked", "rule", "measured", "record"]
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2  # 2: each backend timed at its own batch budget
 MARGIN = 0.05  # torch must be this much faster to be chosen over ONNX Runtime
 WORKLOAD_GROUPS = 2  # generated probe groups: ~26 pairs, 10 to 400 words, six languages
 MIN_ROUNDS = 3

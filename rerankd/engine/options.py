@@ -46,6 +46,17 @@ def default_batch_tokens(
     return 2048 if dtype == "bfloat16" else 1024
 
 
+def default_batches_in_flight(device: str) -> int:
+    """Batches a replica runs at once when none is set.
+
+    On a GPU, two: while one batch's kernels run, the other worker tokenizes, collates and
+    copies the next one on its own CUDA stream, so the device does not idle between batches
+    (nothing synchronises but each result's copy back). On a CPU one batch already keeps
+    every intra-op thread busy; a second would only fight it for the cores.
+    """
+    return 1 if device == "cpu" else 2
+
+
 def check_cpu_precision(dtype: str, backend: str, flags: frozenset[str]) -> None:
     """Refuse a half precision this CPU has no unit for: emulated, it is slower than fp32.
 

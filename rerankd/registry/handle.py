@@ -164,6 +164,9 @@ class ModelHandle:
                     "max_length": self.engine.max_length,
                     "served_dtype": self.engine.served_dtype,  # a refused int8/bf16: float32
                     "max_batch_tokens": self.queue.max_batch_tokens if self.queue else None,
+                    "batches_in_flight": (
+                        self.queue.workers // len(self.engines) if self.queue else None
+                    ),
                     "calibration": self.calibration.describe() if self.calibration else None,
                 }
             )

@@ -23,6 +23,7 @@ from rerankd.config import Settings
 from rerankd.engine import EngineOptions
 from rerankd.engine.engine import Engine, load_engine
 from rerankd.engine.identity import cache_identity
+from rerankd.engine.options import default_batches_in_flight
 from rerankd.engine.tokenize import Sequence
 from rerankd.families import resolve
 from rerankd.registry.handle import ModelHandle, Placement
@@ -117,8 +118,9 @@ def load_replicas(
         raise
     # Per backend and precision (torch, ONNX and bf16 each run fastest at their own size).
     batch_tokens = settings.max_batch_tokens or engines[0].batch_tokens
+    in_flight = settings.batches_in_flight or default_batches_in_flight(placement.devices[0])
     batcher = DynamicBatcher(
-        [engine.run for engine in engines],
+        [engine.run for engine in engines for _ in range(in_flight)],  # a worker per batch
         max_batch_tokens=batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_queue_tokens=settings.max_queue_tokens,
