@@ -360,6 +360,7 @@ def score_groups(
     family: ModelFamily,
     run: Callable[[Batch], np.ndarray],
     groups: tuple[Group, ...] | None = None,
+    max_batch_tokens: int = PROBE_BATCH,
 ) -> np.ndarray:
     """Normalized scores of every pair of `groups` (default: the probe set), batched as served.
 
@@ -375,7 +376,7 @@ def score_groups(
         plan = family.plan_documents(
             TextDocument(query), [TextDocument(p) for p in passages], LongDocPolicy(), instruction
         )
-        outputs = run_sorted(lambda items: family.run(run, items), plan.sequences, PROBE_BATCH)
+        outputs = run_sorted(lambda items: family.run(run, items), plan.sequences, max_batch_tokens)
         scores.append(family.normalize(plan.combine(outputs)))
     # Rounded: two copies of a passage, padded in different batches, differ in the 8th digit;
     # rounding lets fp32 tie them, as the probe's duplicates mean to.
