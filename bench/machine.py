@@ -33,11 +33,20 @@ def _cpu_model() -> str:
 
 
 def _isa_flags() -> list[str]:
-    """The vector extensions that decide fp32 and int8 GEMM speed."""
+    """The vector extensions that decide fp32, bf16 and int8 GEMM speed."""
     for line in _cpu_info().splitlines():
         if line.startswith("flags"):
             flags = set(line.partition(":")[2].split())
-            wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+            wanted = (
+                "avx2",
+                "fma",
+                "avx512f",
+                "avx512_vnni",
+                "avx512_bf16",
+                "avx_vnni",
+                "amx_int8",
+                "amx_bf16",
+            )
             return [f for f in wanted if f in flags]
     return []
 
