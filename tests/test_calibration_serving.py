@@ -392,7 +392,14 @@ def test_batch_rerank_takes_min_relevance_and_spans_like_rerank(server: ServerPr
             batch["results"], singles, cases, strict=True
         ):
             top = answer["results"][0]
-            assert top["spans"] == single["results"][0]["spans"]
+            # The same windows; a score may differ in the last bit with the batch it ran in.
+            expected = single["results"][0]["spans"]
+            assert [(s["start"], s["end"]) for s in top["spans"]] == [
+                (s["start"], s["end"]) for s in expected
+            ]
+            assert [s["score"] for s in top["spans"]] == pytest.approx(
+                [s["score"] for s in expected], rel=1e-6, abs=1e-7
+            )
             assert text[top["spans"][0]["start"] : top["spans"][0]["end"]] == sentence
             assert answer["usage"]["span_windows"] >= 6
         plain = http.post("/batch_rerank", json={"queries": body["queries"][:1]}).json()
