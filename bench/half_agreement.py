@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,37 +35,21 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from bench import fixtures
     from bench.machine import describe
+    from bench.trained import Recipe, finetuned, top1, unseen_task
     from rerankd.engine import EngineOptions
     from rerankd.engine.options import default_batch_tokens
     from rerankd.engine.quantize import score_groups, spearman
     from rerankd.engine.quantize_probe import Group, held_out_set
-    from rerankd.evaluation.synthetic import keyword_task
     from rerankd.families import bind_family, resolve
-    from rerankd.finetune.data import TrainQuery, TrainSet
-    from rerankd.finetune.train import TrainOptions, finetune
     from rerankd.models import ModelSpec
 
     torch.set_num_threads(2)
-    records = keyword_task(args.queries, seed=7, hard=2)
-    queries = [
-        TrainQuery(
-            r["query"],
-            [r["documents"][r["relevant"][0]]],
-            [d for i, d in enumerate(r["documents"]) if i != r["relevant"][0]],
-        )
-        for r in records
-    ]
-    work = Path(tempfile.mkdtemp(prefix="half-agreement-"))
-    options = TrainOptions(epochs=1, batch_size=8, learning_rate=2e-4, threads=2)
-    trained = finetune(
-        fixtures.model_dir("minilm-l6"), TrainSet("keywords", queries, []), work / "ft", options
-    )
+    trained = finetuned(Recipe("minilm-l6", queries=args.queries))
     print(f"fine-tuned {trained.steps} steps in {trained.seconds:.0f} s", flush=True)
 
-    family = bind_family(resolve(ModelSpec(str(trained.output))), EngineOptions(threads=2))
-    unseen = keyword_task(40, seed=99, hard=2)  # the task's own unseen queries
+    family = bind_family(resolve(ModelSpec(str(trained.path))), EngineOptions(threads=2))
+    unseen = unseen_task()
     task = tuple((r["query"], tuple(r["documents"])) for r in unseen)
     sets = {"held_out": held_out_set()[: args.groups], "keyword_task": task}
     device = torch.device(args.device)
@@ -102,10 +85,7 @@ def main() -> None:
             "float32_seconds": round(fp32_seconds, 2),
         }
         if label == "keyword_task":  # trained, not random: it finds the relevant passage
-            width = len(unseen[0]["documents"])
-            top = reference.reshape(-1, width).argmax(axis=1)
-            hits = [int(t) == r["relevant"][0] for t, r in zip(top, unseen, strict=True)]
-            rows["fp32_top1_accuracy"] = round(sum(hits) / len(hits), 3)
+            rows["fp32_top1_accuracy"] = top1(reference, unseen)
         for name, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
             mine, seconds = scores(dtype, groups)
             rows[name] = {

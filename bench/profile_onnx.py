@@ -24,8 +24,8 @@ from bench.workload import make_requests
 THREADS = 2
 
 
-def onnx_file(model: str, dtype: str) -> Path:
-    """The export rerankd made (and cached) for this model, making it if needed."""
+def onnx_file(model_dir: Path, dtype: str) -> Path:
+    """The export rerankd made (and cached) for this model directory, making it if needed."""
     from rerankd.engine import EngineOptions
     from rerankd.engine.onnx_backend import ensure_exported
     from rerankd.families import resolve
@@ -34,8 +34,7 @@ def onnx_file(model: str, dtype: str) -> Path:
     options = EngineOptions(
         backend="onnx", dtype=dtype, threads=THREADS, cache_dir=fixtures.WORK / "cache" / "rerankd"
     )
-    resolved = resolve(ModelSpec.parse(str(fixtures.model_dir(model))))
-    return ensure_exported(resolved, options)
+    return ensure_exported(resolve(ModelSpec.parse(str(model_dir))), options)
 
 
 def batches(model: str, max_batch_tokens: int) -> list[dict]:
@@ -101,7 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = onnx_file(args.model, args.dtype)
+    path = onnx_file(fixtures.model_dir(args.model), args.dtype)
     feeds = batches(args.model, args.max_batch_tokens)
     by_op, wall = profile(path, feeds, args.repeats)
     total = sum(by_op.values())
