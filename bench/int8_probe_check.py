@@ -23,14 +23,15 @@ import numpy as np
 
 from bench import fixtures
 from bench.int8_bench import _fp32_file
+from bench.trained import Recipe
 from bench.workload import WorkloadSpec, make_requests
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main(name: str, trained: bool = False) -> dict[str, object]:
+def main(name: str, trained: Recipe | None = None) -> dict[str, object]:
     from bench.profile_onnx import onnx_file
-    from bench.trained import Recipe, finetuned, top1, unseen_task
+    from bench.trained import finetuned, top1, unseen_task
     from rerankd.engine import EngineOptions
     from rerankd.engine.quantize import (
         SessionBackend,
@@ -43,8 +44,8 @@ def main(name: str, trained: bool = False) -> dict[str, object]:
     from rerankd.engine.quantize_probe import Group, composition, held_out_set, probe_set
 
     report: dict[str, object] = {"model": name, "sets": {}}
-    if trained:
-        tuned = finetuned(Recipe(name))
+    if trained is not None:
+        tuned = finetuned(trained)
         model_dir = tuned.path
         report["finetune_steps"] = tuned.steps
     else:
@@ -62,7 +63,7 @@ def main(name: str, trained: bool = False) -> dict[str, object]:
         "workload": workload,
     }
     task = unseen_task()
-    if trained:
+    if trained is not None:
         sets["keyword_task"] = tuple((r["query"], tuple(r["documents"])) for r in task)
     scores: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, dict[str, float]] = {}
@@ -95,6 +96,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="minilm-l6", choices=sorted(fixtures.RECIPES))
     parser.add_argument("--trained", action="store_true", help="fine-tune the fixture first")
+    parser.add_argument("--queries", type=int, default=Recipe.queries, help="fine-tuning queries")
+    parser.add_argument("--batch-size", type=int, default=Recipe.batch_size, help="queries a step")
     args = parser.parse_args()
-    out = main(args.model, args.trained)
+    recipe = Recipe(args.model, args.queries, batch_size=args.batch_size) if args.trained else None
+    out = main(args.model, recipe)
     print(json.dumps(out, indent=2))

@@ -134,3 +134,41 @@ def test_a_failed_export_serves_torch_and_records_nothing(
     assert "export exploded" in engine.choice.why
     assert not record_path(engine.model, engine.options).exists()  # the next start tries again
     assert engine.run(engine.plan("q", ["d"], LongDocPolicy()).sequences).shape == (1,)
+
+
+@pytest.mark.parametrize(("winner", "margin"), [("torch", -0.99), ("onnx", 100.0)])
+def test_the_measured_winner_serves_without_a_second_load(
+    bert_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, winner: str, margin: float
+) -> None:
+    from rerankd.engine import choice, onnx_backend, torch_backend
+
+    monkeypatch.setattr(choice, "MARGIN", margin)  # decides the winner whatever this CPU's speeds
+    built: list[str] = []
+    closed: list[str] = []
+    for cls in (torch_backend.TorchBackend, onnx_backend.OnnxBackend):
+        init, close = cls.__init__, cls.close
+
+        def counted_init(self: object, *a: object, _init: object = init, **k: object) -> None:
+            built.append(type(self).__name__)
+            _init(self, *a, **k)  # type: ignore[operator]
+
+        def counted_close(self: object, _close: object = close) -> None:
+            closed.append(type(self).__name__)
+            _close(self)  # type: ignore[operator]
+
+        monkeypatch.setattr(cls, "__init__", counted_init)
+        monkeypatch.setattr(cls, "close", counted_close)
+    options = EngineOptions(backend="auto", cache_dir=tmp_path, max_length=128)
+    engine = load_engine(str(bert_model), options)
+    served = {"onnx": "OnnxBackend", "torch": "TorchBackend"}[winner]
+    assert engine.choice.by == "measured" and engine.choice.backend == winner
+    assert engine.options.backend == winner
+    assert sorted(built) == ["OnnxBackend", "TorchBackend"]  # each loaded once, the winner kept
+    assert closed == [name for name in built if name != served]  # only the loser closed
+    assert type(engine.backend).__name__ == served
+    sequences = engine.plan("q", ["apple phone", "apple pie"], LongDocPolicy()).sequences
+    reference = load_engine(str(bert_model), EngineOptions(backend="torch", max_length=128))
+    assert engine.run(sequences) == pytest.approx(reference.run(sequences), abs=1e-4)
+    engine.close()
+    assert closed.count(served) == 1  # the engine closes the backend it was handed
+    reference.close()

@@ -1,13 +1,14 @@
 """`--backend auto`: on a CPU, the faster fp32 backend for this model, measured once.
 
-Which fp32 backend is faster is a property of the CPU and the model, not a constant: ONNX
-Runtime led on an AMD EPYC (Zen 4, AVX-512 VNNI), torch led under concurrency on an Intel Xeon
-with AMX (oneDNN's kernels), by 7%, at MiniLM size (docs/benchmarks.md). So `auto` applies
-the rules that need no measuring (GPUs, int8 and bf16, families without an export) and
-otherwise times both on the same batches of mixed-length pairs, once: ONNX Runtime unless
-torch is faster by more than `MARGIN`. The result is written next to the model's ONNX export,
-named for the CPU class and thread count and checked against the library versions, so later
-starts read it instead of measuring again.
+Which fp32 backend is faster is a property of the CPU and the model, not a constant: at each
+backend's own batch budget ONNX Runtime led torch by 1.24-1.31x on an AMD EPYC (Zen 4) and by
+only 1.07-1.09x on an Intel Xeon with AMX (oneDNN's kernels), and torch led there at
+XLM-R-base size (docs/benchmarks.md). So `auto` applies the rules that need no measuring
+(GPUs, int8 and bf16, families without an export) and otherwise times both on the same
+batches of mixed-length pairs, once: ONNX Runtime unless torch is faster by more than
+`MARGIN`. The winner is kept and served (the weights are not loaded twice); the result is
+written next to the model's ONNX export, named for the CPU class and thread count and checked
+against the library versions, so later starts read it instead of measuring again.
 """
 
 from __future__ import annotations
@@ -60,34 +61,46 @@ class BackendChoice:
         return f"{self.backend} ({self.by}: {rates} pairs/s; {self.why})"
 
 
+@dataclass(frozen=True)
+class Measured:
+    """The backend `auto` timed and chose, still open, with the family bound for it."""
+
+    family: ModelFamily
+    backend: Backend
+
+
 def choose_backend(
     model: ResolvedModel,
     options: EngineOptions,
     family: ModelFamily,
     progress: Callable[[str], None] | None = None,
-) -> BackendChoice:
-    """The backend `options` runs with: as asked, by rule, or the faster one measured here."""
+) -> tuple[BackendChoice, Measured | None]:
+    """The backend `options` runs with: as asked, by rule, or the faster one measured here;
+    when measured, the winner too, ready to serve (the caller owns it)."""
     if options.backend != "auto":
-        return BackendChoice(options.backend, "asked", "--backend")
+        return BackendChoice(options.backend, "asked", "--backend"), None
     rule = _by_rule(options, family)
     if rule is not None:
-        return rule
+        return rule, None
     path = record_path(model, options)
     recorded = _read(path)
     if recorded is not None:
-        return recorded
+        return recorded, None
     if progress:
         progress("measuring torch and ONNX Runtime on this CPU (once per model and CPU class)")
     try:
-        rates = _measure(model, options, family, progress)
+        rates, runs = _measure(model, options, progress)
     except Exception as exc:  # noqa: BLE001 - torch still serves; the next start tries again
         logger.warning(
             "backend auto: ONNX Runtime failed for %s, serving torch", model.name, exc_info=True
         )
-        return BackendChoice("torch", "rule", f"the ONNX export or run failed: {exc}")
+        return BackendChoice("torch", "rule", f"the ONNX export or run failed: {exc}"), None
     choice = _decide(rates)
+    for name, run in runs.items():
+        if name != choice.backend:
+            run.backend.close()
     _write(path, choice)
-    return replace(choice, by="measured")
+    return replace(choice, by="measured"), runs[choice.backend]
 
 
 def _by_rule(options: EngineOptions, family: ModelFamily) -> BackendChoice | None:
@@ -135,43 +148,47 @@ def workload(family: ModelFamily, backend: BackendName) -> list[list[Any]]:
 
 
 def _measure(
-    model: ResolvedModel,
-    options: EngineOptions,
-    family: ModelFamily,
-    progress: Callable[[str], None] | None,
-) -> dict[str, float]:
+    model: ResolvedModel, options: EngineOptions, progress: Callable[[str], None] | None
+) -> tuple[dict[str, float], dict[BackendName, Measured]]:
     """Pairs per second of each backend on the same pairs, as each would serve them (torch
-    with the family's shared instruction prefix where its head can run one)."""
+    with the family's shared instruction prefix where its head can run one), and both
+    backends, open: the caller keeps one and closes the other. On an error both are closed."""
     from rerankd.engine.onnx_backend import OnnxBackend
     from rerankd.engine.torch_backend import TorchBackend
     from rerankd.families import bind_family
 
-    torch_options = replace(options, backend="torch")
-    runs: dict[str, tuple[ModelFamily, Backend, list[list[Any]]]] = {}
+    runs: dict[BackendName, Measured] = {}
     try:
+        torch_options = replace(options, backend="torch")
         torch_family = bind_family(model, torch_options)
         torch_backend = TorchBackend(torch_options, torch_family)
         torch_family.share_prefix = options.share_prefix and torch_backend.shares_prefix
-        runs["torch"] = (torch_family, torch_backend, workload(torch_family, "torch"))
-        onnx_backend = OnnxBackend(model, replace(options, backend="onnx"), family, progress)
-        runs["onnx"] = (family, onnx_backend, workload(family, "onnx"))
-        for each, backend, batches in runs.values():  # warm: first-run allocations, kernels
-            each.run(backend.run, batches[0][:2])
+        runs["torch"] = Measured(torch_family, torch_backend)
+        onnx_options = replace(options, backend="onnx")
+        onnx_family = bind_family(model, onnx_options)
+        runs["onnx"] = Measured(
+            onnx_family, OnnxBackend(model, onnx_options, onnx_family, progress)
+        )
+        batches = {name: workload(run.family, name) for name, run in runs.items()}
+        for name, run in runs.items():  # warm: first-run allocations, kernels
+            run.family.run(run.backend.run, batches[name][0][:2])
         seconds: dict[str, list[float]] = {name: [] for name in runs}
         started = time.perf_counter()
         while len(seconds["onnx"]) < MIN_ROUNDS and (
             not seconds["onnx"] or time.perf_counter() - started < BUDGET_SECONDS
         ):
-            for name, (each, backend, batches) in runs.items():  # alternated: drift hits both
+            for name, run in runs.items():  # alternated: drift hits both
                 began = time.perf_counter()
-                for batch in batches:
-                    each.run(backend.run, batch)
+                for batch in batches[name]:
+                    run.family.run(run.backend.run, batch)
                 seconds[name].append(time.perf_counter() - began)
-    finally:
-        for _, backend, _ in runs.values():
-            backend.close()
-    pairs = sum(len(batch) for batch in runs["onnx"][2])
-    return {name: round(pairs / statistics.median(times), 2) for name, times in seconds.items()}
+    except BaseException:
+        for run in runs.values():
+            run.backend.close()
+        raise
+    pairs = sum(len(batch) for batch in batches["onnx"])
+    rates = {name: round(pairs / statistics.median(times), 2) for name, times in seconds.items()}
+    return rates, runs
 
 
 # The record ----------------------------------------------------------------------------------

@@ -157,14 +157,14 @@ def load_engine(
     resolved = resolve(model) if isinstance(model, ModelSpec) else model
     started = time.perf_counter()
     family = bind_family(resolved, options)
-    choice = choose_backend(resolved, options, family, progress)
+    choice, measured = choose_backend(resolved, options, family, progress)
     if choice.by != "asked":
         options = dataclasses.replace(options, backend=choice.backend)
-        if choice.by == "measured":  # a fresh family: the measurement ran this one
-            family = bind_family(resolved, options)
         logger.info("backend for %s: %s", resolved.name, choice.summary())
     backend: Backend
-    if options.backend == "onnx":
+    if measured is not None:  # the winner of the measurement, already loaded and warm
+        family, backend = measured.family, measured.backend
+    elif options.backend == "onnx":
         from rerankd.engine.onnx_backend import OnnxBackend
 
         backend = OnnxBackend(resolved, options, family, progress)

@@ -37,7 +37,8 @@ def default_batch_tokens(
     whose rows pad little: `python -m bench.batch_budget` (2-core Xeon, AMX; the same pooled
     requests cut at each budget) found ONNX Runtime fp32 and int8 fastest at 512 padded
     tokens (1.12-1.23x their speed at 2048), torch fp32 at 1024 (1.04-1.10x), and torch bf16
-    at 2048 (AMX tiles want tall matrices: 0.77x at 1024).
+    at 2048 (AMX tiles want tall matrices: 0.77x at 1024). On an AMD EPYC Zen 4 (AVX-512,
+    no AMX) each mode's best budget was the same.
     """
     if device != "cpu":
         return 16384
