@@ -172,3 +172,25 @@ def test_the_measured_winner_serves_without_a_second_load(
     engine.close()
     assert closed.count(served) == 1  # the engine closes the backend it was handed
     reference.close()
+
+
+def test_a_choice_that_cannot_be_recorded_still_serves(
+    bert_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from rerankd.engine import choice
+
+    def read_only(path: Path, chosen: BackendChoice) -> None:
+        raise PermissionError(13, "Read-only file system", str(path))
+
+    monkeypatch.setattr(choice, "_write", read_only)  # a cache volume mounted read-only
+    options = EngineOptions(backend="auto", cache_dir=tmp_path, max_length=128)
+    with caplog.at_level("WARNING", logger="rerankd.engine.choice"):
+        engine = load_engine(str(bert_model), options)
+    assert engine.choice.by == "measured"
+    assert "could not record the choice" in caplog.text and "Read-only" in caplog.text
+    assert engine.run(engine.plan("q", ["d"], LongDocPolicy()).sequences).shape == (1,)
+    engine.close()
+    assert not record_path(engine.model, engine.options).exists()

@@ -99,7 +99,10 @@ def choose_backend(
     for name, run in runs.items():
         if name != choice.backend:
             run.backend.close()
-    _write(path, choice)
+    try:
+        _write(path, choice)
+    except OSError as exc:  # e.g. a read-only shared cache: serve anyway, measure next start
+        logger.warning("backend auto: could not record the choice in %s: %s", path, exc)
     return replace(choice, by="measured"), runs[choice.backend]
 
 
