@@ -94,21 +94,11 @@ def agreement_report(queries: int, threads: int | None) -> dict[str, object]:
 
 def finetune_speed(steps: int, threads: int | None) -> dict[str, object]:
     """Steps/s of the trainer, 8 queries x 10 passages a step, on CPU with all cores."""
+    from bench.trained import keyword_train_set
     from rerankd.devtools.synthetic import build_bert_cross_encoder
-    from rerankd.evaluation.synthetic import keyword_task
-    from rerankd.finetune.data import TrainQuery, TrainSet
     from rerankd.finetune.train import TrainOptions, finetune
 
-    records = keyword_task(8 * steps, seed=5, hard=1)
-    queries = [
-        TrainQuery(
-            r["query"],
-            [r["documents"][r["relevant"][0]]],
-            [d for i, d in enumerate(r["documents"]) if i != r["relevant"][0]],
-        )
-        for r in records
-    ]
-    train = TrainSet("keywords", queries, [])
+    train = keyword_train_set(8 * steps, seed=5, hard=1)
     work = Path(tempfile.mkdtemp(prefix="finetune-bench-"))
     tiny = build_bert_cross_encoder(work / "tiny", hidden_size=64, layers=2, initializer_range=0.02)
     out = {}

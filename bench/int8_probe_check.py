@@ -62,8 +62,8 @@ def main(name: str, trained: Recipe | None = None) -> dict[str, object]:
         "held_out": held_out_set(),
         "workload": workload,
     }
-    task = unseen_task()
-    if trained is not None:
+    task = unseen_task() if trained is not None else []
+    if task:
         sets["keyword_task"] = tuple((r["query"], tuple(r["documents"])) for r in task)
     scores: dict[str, dict[str, np.ndarray]] = {}
     seconds: dict[str, dict[str, float]] = {}

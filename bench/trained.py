@@ -13,11 +13,14 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench import fixtures
+
+if TYPE_CHECKING:
+    from rerankd.finetune.data import TrainSet
 
 
 @dataclass(frozen=True)
@@ -51,19 +54,8 @@ def finetuned(recipe: Recipe) -> Trained:
         saved = json.loads(marker.read_text(encoding="utf-8"))
         return Trained(out, int(saved["steps"]), float(saved["seconds"]))
 
-    from rerankd.evaluation.synthetic import keyword_task
-    from rerankd.finetune.data import TrainQuery, TrainSet
     from rerankd.finetune.train import TrainOptions, finetune
 
-    records = keyword_task(recipe.queries, seed=recipe.seed, hard=2)
-    queries = [
-        TrainQuery(
-            r["query"],
-            [r["documents"][r["relevant"][0]]],
-            [d for i, d in enumerate(r["documents"]) if i != r["relevant"][0]],
-        )
-        for r in records
-    ]
     options = TrainOptions(
         epochs=1, batch_size=recipe.batch_size, learning_rate=recipe.learning_rate, threads=2
     )
@@ -71,7 +63,10 @@ def finetuned(recipe: Recipe) -> Trained:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         built = Path(tmp) / "model"
         trained = finetune(
-            fixtures.model_dir(recipe.model), TrainSet("keywords", queries, []), built, options
+            fixtures.model_dir(recipe.model),
+            keyword_train_set(recipe.queries, recipe.seed, hard=2),
+            built,
+            options,
         )
         shutil.rmtree(built / "checkpoints", ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -81,6 +76,22 @@ def finetuned(recipe: Recipe) -> Trained:
         encoding="utf-8",
     )
     return Trained(out, trained.steps, trained.seconds)
+
+
+def keyword_train_set(queries: int, seed: int, hard: int) -> TrainSet:
+    """The synthetic keyword task as training triples: its relevant passage against the rest."""
+    from rerankd.evaluation.synthetic import keyword_task
+    from rerankd.finetune.data import TrainQuery, TrainSet
+
+    items = [
+        TrainQuery(
+            r["query"],
+            [r["documents"][r["relevant"][0]]],
+            [d for i, d in enumerate(r["documents"]) if i != r["relevant"][0]],
+        )
+        for r in keyword_task(queries, seed=seed, hard=hard)
+    ]
+    return TrainSet("keywords", items, [])
 
 
 def unseen_task(queries: int = 40) -> list[dict[str, Any]]:
